@@ -1,0 +1,205 @@
+//! Word-level CLIP-style tokenizers: building the `tokenizer.json` of the
+//! tiny and shapes models, and encoding prompts to fixed-length token ids.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Mutex;
+
+use tokenizers::models::wordlevel::WordLevel;
+use tokenizers::normalizers::utils::Lowercase;
+use tokenizers::pre_tokenizers::whitespace::Whitespace;
+use tokenizers::processors::template::TemplateProcessing;
+use tokenizers::{AddedToken, Tokenizer};
+
+/// Padding token; id 0 in the word-level vocabularies built here.
+pub const PAD_TOKEN: &str = "<|pad|>";
+/// Unknown-word token; id 1.
+pub const UNK_TOKEN: &str = "<|unk|>";
+/// Start-of-text token; id 2.
+pub const BOS_TOKEN: &str = "<|startoftext|>";
+/// End-of-text token; always the largest id, because CLIP's text model pools
+/// the hidden state at the position of the largest input id.
+pub const EOS_TOKEN: &str = "<|endoftext|>";
+
+/// Errors from loading or using a tokenizer.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    /// The tokenizer file is missing or does not parse.
+    #[error("failed to load tokenizer {path}: {message}")]
+    Load { path: String, message: String },
+    /// The tokenizer lacks a token the encoder needs.
+    #[error("tokenizer {path} has no {token} token")]
+    MissingToken { path: String, token: &'static str },
+    /// Encoding a prompt failed.
+    #[error("failed to tokenize prompt: {0}")]
+    Encode(String),
+}
+
+/// Builds a lower-casing, whitespace-splitting word-level tokenizer whose
+/// vocabulary is the special tokens plus `words` (duplicates ignored), with
+/// `<|startoftext|>` and `<|endoftext|>` added around every text.
+pub fn build_word_level(words: &[&str]) -> Tokenizer {
+    let mut vocab = ahash::AHashMap::new();
+    for token in [PAD_TOKEN, UNK_TOKEN, BOS_TOKEN] {
+        let id = vocab.len() as u32;
+        vocab.insert(token.to_string(), id);
+    }
+    for word in words {
+        let word = word.to_lowercase();
+        if !vocab.contains_key(&word) {
+            let id = vocab.len() as u32;
+            vocab.insert(word, id);
+        }
+    }
+    let eos_id = vocab.len() as u32;
+    vocab.insert(EOS_TOKEN.to_string(), eos_id);
+
+    let model = WordLevel::builder()
+        .vocab(vocab)
+        .unk_token(UNK_TOKEN.to_string())
+        .build()
+        .expect("a vocabulary that contains its unknown token is valid");
+    let post_processor = TemplateProcessing::builder()
+        .try_single(format!("{BOS_TOKEN} $A {EOS_TOKEN}"))
+        .expect("the template is valid")
+        .special_tokens(vec![(BOS_TOKEN, 2), (EOS_TOKEN, eos_id)])
+        .build()
+        .expect("the template names only registered special tokens");
+
+    let mut tokenizer = Tokenizer::new(model);
+    tokenizer
+        .with_normalizer(Some(Lowercase))
+        .expect("lower-casing is a valid normalizer");
+    tokenizer.with_pre_tokenizer(Some(Whitespace));
+    tokenizer.with_post_processor(Some(post_processor));
+    let special = [PAD_TOKEN, UNK_TOKEN, BOS_TOKEN, EOS_TOKEN]
+        .map(|token| AddedToken::from(token.to_string(), true));
+    tokenizer
+        .add_special_tokens(special)
+        .expect("the special tokens are in the vocabulary");
+    tokenizer
+}
+
+/// Encodes prompts into fixed-length id sequences for a CLIP text model.
+///
+/// Sequences are truncated to `max_len` (keeping the end-of-text token last)
+/// and padded with the tokenizer's `<|pad|>` token, or with `<|endoftext|>`
+/// where the vocabulary has no pad token, as in OpenAI's CLIP vocabulary.
+/// Words missing from the vocabulary are logged once each.
+pub struct PromptTokenizer {
+    tokenizer: Tokenizer,
+    max_len: usize,
+    pad_id: u32,
+    eos_id: u32,
+    unk_id: Option<u32>,
+    reported_unknown: Mutex<HashSet<String>>,
+}
+
+impl PromptTokenizer {
+    /// Loads `path` (a `tokenizer.json`) and encodes to `max_len` ids.
+    pub fn from_file(path: &Path, max_len: usize) -> Result<Self, TokenizerError> {
+        let display = path.display().to_string();
+        let tokenizer = Tokenizer::from_file(path).map_err(|error| TokenizerError::Load {
+            path: display.clone(),
+            message: error.to_string(),
+        })?;
+        let eos_id = tokenizer
+            .token_to_id(EOS_TOKEN)
+            .ok_or(TokenizerError::MissingToken {
+                path: display,
+                token: EOS_TOKEN,
+            })?;
+        let pad_id = tokenizer.token_to_id(PAD_TOKEN).unwrap_or(eos_id);
+        let unk_id = tokenizer.token_to_id(UNK_TOKEN);
+        Ok(Self {
+            tokenizer,
+            max_len,
+            pad_id,
+            eos_id,
+            unk_id,
+            reported_unknown: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Number of ids every encoded sequence has.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Encodes `text` into exactly `max_len` token ids.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|error| TokenizerError::Encode(error.to_string()))?;
+        self.report_unknown_words(text, &encoding);
+
+        let mut ids = encoding.get_ids().to_vec();
+        if ids.len() > self.max_len {
+            ids.truncate(self.max_len);
+            ids[self.max_len - 1] = self.eos_id;
+        }
+        ids.resize(self.max_len, self.pad_id);
+        Ok(ids)
+    }
+
+    fn report_unknown_words(&self, text: &str, encoding: &tokenizers::Encoding) {
+        let Some(unk_id) = self.unk_id else { return };
+        for (index, id) in encoding.get_ids().iter().enumerate() {
+            if *id != unk_id {
+                continue;
+            }
+            let (start, end) = encoding.get_offsets()[index];
+            let word = text.get(start..end).unwrap_or_default().to_lowercase();
+            let mut reported = self
+                .reported_unknown
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if reported.insert(word.clone()) {
+                tracing::warn!(%word, "prompt word is not in the tokenizer vocabulary and is encoded as {UNK_TOKEN}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokenizer_file(dir: &Path) -> std::path::PathBuf {
+        let path = dir.join("tokenizer.json");
+        build_word_level(&["a", "red", "circle"]).save(&path, false).unwrap();
+        path
+    }
+
+    #[test]
+    fn encode_wraps_and_pads() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokenizer = PromptTokenizer::from_file(&tokenizer_file(dir.path()), 8).unwrap();
+        let ids = tokenizer.encode("A Red circle").unwrap();
+        // pad 0, unk 1, bos 2, a 3, red 4, circle 5, eos 6
+        assert_eq!(ids, vec![2, 3, 4, 5, 6, 0, 0, 0]);
+    }
+
+    #[test]
+    fn unknown_words_become_unk() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokenizer = PromptTokenizer::from_file(&tokenizer_file(dir.path()), 6).unwrap();
+        assert_eq!(tokenizer.encode("a blue circle").unwrap(), vec![2, 3, 1, 5, 6, 0]);
+    }
+
+    #[test]
+    fn long_prompt_keeps_eos_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokenizer = PromptTokenizer::from_file(&tokenizer_file(dir.path()), 4).unwrap();
+        assert_eq!(tokenizer.encode("a red red red circle").unwrap(), vec![2, 3, 4, 6]);
+    }
+
+    #[test]
+    fn missing_file_names_path() {
+        let error = PromptTokenizer::from_file(Path::new("/nonexistent/tokenizer.json"), 4)
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("/nonexistent/tokenizer.json"), "{error}");
+    }
+}
