@@ -68,7 +68,13 @@ pub fn tensor_to_rgb(tensor: &Tensor) -> candle_core::Result<RgbImage> {
         .to_vec1::<f32>()?;
     let bytes = pixels
         .into_iter()
-        .map(|value| if value.is_finite() { value.round() as u8 } else { 0 })
+        .map(|value| {
+            if value.is_finite() {
+                value.round() as u8
+            } else {
+                0
+            }
+        })
         .collect();
     Ok(RgbImage::from_raw(width as u32, height as u32, bytes)
         .expect("buffer length is 3 * width * height by construction"))

@@ -16,7 +16,11 @@ pub struct InvalidArgument {
 
 impl InvalidArgument {
     /// Creates the error for `field` with `value`, which must be `limit`.
-    pub fn new(field: impl Into<String>, value: impl fmt::Display, limit: impl Into<String>) -> Self {
+    pub fn new(
+        field: impl Into<String>,
+        value: impl fmt::Display,
+        limit: impl Into<String>,
+    ) -> Self {
         Self {
             field: field.into(),
             value: value.to_string(),
@@ -70,7 +74,10 @@ mod tests {
     #[test]
     fn message_names_field_value_and_limit() {
         let error = InvalidArgument::new("width", 100, "a multiple of 8");
-        assert_eq!(error.to_string(), "invalid width: 100; it must be a multiple of 8");
+        assert_eq!(
+            error.to_string(),
+            "invalid width: 100; it must be a multiple of 8"
+        );
     }
 
     #[test]

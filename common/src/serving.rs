@@ -131,7 +131,10 @@ mod tests {
             grpc: "127.0.0.1:5001".parse().unwrap(),
             metrics: "[::1]:9000".parse().unwrap(),
         };
-        assert_eq!(BoundAddrs::parse_announcement(&addrs.announcement()), Some(addrs));
+        assert_eq!(
+            BoundAddrs::parse_announcement(&addrs.announcement()),
+            Some(addrs)
+        );
         assert_eq!(BoundAddrs::parse_announcement("some log line"), None);
     }
 }

@@ -75,7 +75,11 @@ pub fn install_metrics_exporter(addr: SocketAddr) -> anyhow::Result<SocketAddr> 
         Err(metrics_exporter_prometheus::BuildError::FailedToSetGlobalRecorder(_)) => {
             tracing::debug!("metrics recorder was already installed");
         }
-        Err(error) => return Err(anyhow::anyhow!("failed to start metrics on {addr}: {error}")),
+        Err(error) => {
+            return Err(anyhow::anyhow!(
+                "failed to start metrics on {addr}: {error}"
+            ));
+        }
     }
     describe_rpc_metrics();
     Ok(addr)

@@ -21,6 +21,103 @@ pub const BOS_TOKEN: &str = "<|startoftext|>";
 /// the hidden state at the position of the largest input id.
 pub const EOS_TOKEN: &str = "<|endoftext|>";
 
+/// Words of simple scene prompts ("a photo of two red circles left of a
+/// blue square"): the vocabulary of the tiny random-weight models.
+pub const SCENE_WORDS: &[&str] = &[
+    "a",
+    "an",
+    "the",
+    "photo",
+    "picture",
+    "image",
+    "of",
+    "and",
+    "with",
+    "in",
+    "on",
+    "at",
+    "is",
+    "are",
+    "that",
+    "left",
+    "right",
+    "above",
+    "below",
+    "under",
+    "over",
+    "next",
+    "to",
+    "top",
+    "side",
+    "front",
+    "behind",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "1",
+    "2",
+    "3",
+    "4",
+    "5",
+    "6",
+    "7",
+    "8",
+    "9",
+    "10",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "purple",
+    "orange",
+    "white",
+    "black",
+    "pink",
+    "brown",
+    "gray",
+    "grey",
+    "circle",
+    "circles",
+    "square",
+    "squares",
+    "triangle",
+    "triangles",
+    "shape",
+    "shapes",
+    "cat",
+    "cats",
+    "dog",
+    "dogs",
+    "car",
+    "cars",
+    "apple",
+    "apples",
+    "bench",
+    "benches",
+    "tree",
+    "trees",
+    "house",
+    "houses",
+    "ball",
+    "balls",
+    "box",
+    "boxes",
+    "small",
+    "large",
+    "big",
+    "bright",
+    "dark",
+    ",",
+    ".",
+];
+
 /// Errors from loading or using a tokenizer.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
@@ -168,7 +265,9 @@ mod tests {
 
     fn tokenizer_file(dir: &Path) -> std::path::PathBuf {
         let path = dir.join("tokenizer.json");
-        build_word_level(&["a", "red", "circle"]).save(&path, false).unwrap();
+        build_word_level(&["a", "red", "circle"])
+            .save(&path, false)
+            .unwrap();
         path
     }
 
@@ -185,14 +284,20 @@ mod tests {
     fn unknown_words_become_unk() {
         let dir = tempfile::tempdir().unwrap();
         let tokenizer = PromptTokenizer::from_file(&tokenizer_file(dir.path()), 6).unwrap();
-        assert_eq!(tokenizer.encode("a blue circle").unwrap(), vec![2, 3, 1, 5, 6, 0]);
+        assert_eq!(
+            tokenizer.encode("a blue circle").unwrap(),
+            vec![2, 3, 1, 5, 6, 0]
+        );
     }
 
     #[test]
     fn long_prompt_keeps_eos_last() {
         let dir = tempfile::tempdir().unwrap();
         let tokenizer = PromptTokenizer::from_file(&tokenizer_file(dir.path()), 4).unwrap();
-        assert_eq!(tokenizer.encode("a red red red circle").unwrap(), vec![2, 3, 4, 6]);
+        assert_eq!(
+            tokenizer.encode("a red red red circle").unwrap(),
+            vec![2, 3, 4, 6]
+        );
     }
 
     #[test]
@@ -200,6 +305,9 @@ mod tests {
         let error = PromptTokenizer::from_file(Path::new("/nonexistent/tokenizer.json"), 4)
             .err()
             .unwrap();
-        assert!(error.to_string().contains("/nonexistent/tokenizer.json"), "{error}");
+        assert!(
+            error.to_string().contains("/nonexistent/tokenizer.json"),
+            "{error}"
+        );
     }
 }

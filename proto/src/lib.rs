@@ -6,7 +6,8 @@ pub mod v1 {
     tonic::include_proto!("redraft.v1");
 
     /// Encoded `FileDescriptorSet` of the contract, for server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("redraft_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("redraft_descriptor");
 
     /// Name of the contract version, as reported in `BuildInfo.api`.
     pub const API_VERSION: &str = "redraft.v1";

@@ -1,0 +1,269 @@
+//! Tiny random-weight CLIP folders in the Hugging Face layout, for tests and
+//! demos on machines without model downloads.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use candle_transformers::models::clip::ClipModel;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::Normal;
+use redraft_common::tokenizer::build_word_level;
+
+use crate::error::CriticError;
+use crate::model::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, parse_clip_config};
+
+/// Hidden size of both tiny encoders.
+const HIDDEN: usize = 32;
+/// MLP size of both tiny encoders.
+const INTERMEDIATE: usize = 64;
+/// Transformer layers of both tiny encoders.
+const LAYERS: usize = 2;
+/// Attention heads of both tiny encoders.
+const HEADS: usize = 2;
+/// Longest token sequence of the tiny text encoder.
+const MAX_POSITIONS: usize = 32;
+/// Side length in pixels of the tiny vision encoder's input.
+const IMAGE_SIZE: usize = 32;
+/// Patch side length of the tiny vision encoder, giving 4 x 4 patches.
+const PATCH_SIZE: usize = 8;
+/// Output size of both projections.
+const PROJECTION_DIM: usize = 32;
+/// Initial logit scale written to config.json: ln(1 / 0.07), the value of
+/// transformers' `CLIPConfig` and of the CLIP paper (Radford et al. 2021).
+const LOGIT_SCALE_INIT: f32 = 2.6592;
+/// `logit_scale` written to the weights: ln(100), the value the released
+/// OpenAI models reach, so softmaxes over captions are as sharp as theirs.
+/// It differs from `LOGIT_SCALE_INIT` so tests can tell which one was read.
+const LOGIT_SCALE: f32 = 4.605_17;
+/// Standard deviation of the random weights, as transformers' CLIP
+/// `initializer_range`.
+const INIT_STD: f32 = 0.02;
+
+/// Words of simple English scene prompts, so that tiny models encode them
+/// without unknown tokens.
+const WORDS: &[&str] = &[
+    "a",
+    "an",
+    "the",
+    "photo",
+    "picture",
+    "image",
+    "drawing",
+    "of",
+    "and",
+    "with",
+    "in",
+    "at",
+    "is",
+    "are",
+    "left",
+    "right",
+    "above",
+    "below",
+    "under",
+    "over",
+    "next",
+    "to",
+    "on",
+    "top",
+    "bottom",
+    "beside",
+    "near",
+    "behind",
+    "front",
+    "middle",
+    "center",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "purple",
+    "orange",
+    "white",
+    "black",
+    "gray",
+    "grey",
+    "pink",
+    "brown",
+    "circle",
+    "circles",
+    "square",
+    "squares",
+    "triangle",
+    "triangles",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "no",
+    "cat",
+    "cats",
+    "dog",
+    "dogs",
+    "bird",
+    "birds",
+    "car",
+    "cars",
+    "tree",
+    "trees",
+    "house",
+    "houses",
+    "person",
+    "people",
+    "ball",
+    "balls",
+    "box",
+    "boxes",
+    "table",
+    "chair",
+    "flower",
+    "flowers",
+    "sky",
+    "grass",
+    "water",
+    "background",
+    "small",
+    "large",
+    "big",
+    ",",
+    ".",
+];
+
+/// Writes a random-weight tiny CLIP folder to `dir` (created if missing):
+/// `config.json`, `model.safetensors` and `tokenizer.json`, in the layout of
+/// Hugging Face CLIP folders.
+///
+/// The weights are F32 and depend only on `seed`. The tokenizer is word level
+/// over a built-in list of scene words plus `extra_words`.
+pub fn write_tiny_clip(dir: &Path, seed: u64, extra_words: &[&str]) -> Result<(), CriticError> {
+    std::fs::create_dir_all(dir).map_err(|error| write_error(dir, &error))?;
+
+    let mut words = WORDS.to_vec();
+    words.extend_from_slice(extra_words);
+    let tokenizer = build_word_level(&words);
+    let tokenizer_path = dir.join(TOKENIZER_FILE);
+    tokenizer
+        .save(&tokenizer_path, false)
+        .map_err(|error| write_error(&tokenizer_path, &error))?;
+
+    let config_path = dir.join(CONFIG_FILE);
+    let config_json = tiny_config_json(tokenizer.get_vocab_size(true));
+    let config_text = serde_json::to_string_pretty(&config_json)
+        .map_err(|error| write_error(&config_path, &error))?;
+    std::fs::write(&config_path, &config_text)
+        .map_err(|error| write_error(&config_path, &error))?;
+
+    let config = parse_clip_config(&config_text, &config_path)?;
+    let tensors = random_weights(&config, seed)?;
+    let weights_path = dir.join(WEIGHTS_FILE);
+    candle_core::safetensors::save(&tensors, &weights_path)
+        .map_err(|error| write_error(&weights_path, &error))?;
+    Ok(())
+}
+
+/// The config.json of a tiny model, with the fields transformers writes for
+/// `CLIPModel` that the critic reads.
+fn tiny_config_json(vocab_size: usize) -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["CLIPModel"],
+        "model_type": "clip",
+        "projection_dim": PROJECTION_DIM,
+        "logit_scale_init_value": LOGIT_SCALE_INIT,
+        "text_config": {
+            "model_type": "clip_text_model",
+            "vocab_size": vocab_size,
+            "hidden_size": HIDDEN,
+            "intermediate_size": INTERMEDIATE,
+            "num_hidden_layers": LAYERS,
+            "num_attention_heads": HEADS,
+            "max_position_embeddings": MAX_POSITIONS,
+            "hidden_act": "quick_gelu",
+            "projection_dim": PROJECTION_DIM,
+        },
+        "vision_config": {
+            "model_type": "clip_vision_model",
+            "hidden_size": HIDDEN,
+            "intermediate_size": INTERMEDIATE,
+            "num_hidden_layers": LAYERS,
+            "num_attention_heads": HEADS,
+            "image_size": IMAGE_SIZE,
+            "patch_size": PATCH_SIZE,
+            "num_channels": 3,
+            "hidden_act": "quick_gelu",
+            "projection_dim": PROJECTION_DIM,
+        },
+    })
+}
+
+/// Draws every tensor `ClipModel` reads for `config` from a ChaCha8 stream
+/// seeded with `seed`: ones for layer-norm weights, zeros for biases and
+/// normal(0, 0.02) for everything else, plus `logit_scale`.
+fn random_weights(
+    config: &candle_transformers::models::clip::ClipConfig,
+    seed: u64,
+) -> Result<HashMap<String, Tensor>, CriticError> {
+    // Collect names and shapes by building the model on a VarMap. Candle
+    // creates `class_embedding` only when the builder already contains it,
+    // so it is registered first.
+    let device = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    vb.pp("vision_model.embeddings")
+        .get(config.vision_config.embed_dim, "class_embedding")?;
+    ClipModel::new(vb, config)?;
+
+    let mut shapes: Vec<(String, Vec<usize>)> = varmap
+        .data()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .map(|(name, var)| (name.clone(), var.dims().to_vec()))
+        .collect();
+    // Sorting fixes the order in which the names draw from the stream.
+    shapes.sort();
+
+    let normal = Normal::new(0.0f32, INIT_STD).expect("0.02 is a valid standard deviation");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut tensors = HashMap::with_capacity(shapes.len() + 1);
+    for (name, dims) in shapes {
+        let count = dims.iter().product::<usize>();
+        let values: Vec<f32> = if name.ends_with(".bias") {
+            vec![0.0; count]
+        } else if is_layer_norm_weight(&name) {
+            vec![1.0; count]
+        } else {
+            (0..count).map(|_| rng.sample(normal)).collect()
+        };
+        tensors.insert(name, Tensor::from_vec(values, dims, &device)?);
+    }
+    // A scalar, as transformers stores this `nn.Parameter`.
+    tensors.insert(
+        "logit_scale".to_string(),
+        Tensor::new(LOGIT_SCALE, &device)?,
+    );
+    Ok(tensors)
+}
+
+/// Whether `name` is the scale of a layer norm. Candle's CLIP names them
+/// `layer_norm1`, `layer_norm2`, `final_layer_norm`, `pre_layrnorm` (sic, as
+/// in transformers) and `post_layernorm`.
+fn is_layer_norm_weight(name: &str) -> bool {
+    let Some(module) = name.strip_suffix(".weight") else {
+        return false;
+    };
+    let last = module.rsplit('.').next().unwrap_or(module);
+    last.contains("layer_norm") || last.contains("layernorm") || last.contains("layrnorm")
+}
+
+fn write_error(path: &Path, error: &dyn std::fmt::Display) -> CriticError {
+    CriticError::folder(path, format!("failed to write {}: {error}", path.display()))
+}

@@ -1,0 +1,285 @@
+//! The oracle: judges whether an image matches a prompt, following the rules
+//! of the GenEval benchmark on top of [`detect`].
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use crate::detect::{DetectedObject, detect};
+use crate::grammar::{ParseError, parse_prompt};
+use crate::world::{Color, ObjectGroup, Relation, Spec, SpecError};
+
+/// Minimum centre offset along a relation's axis, as a fraction of the image
+/// side on that axis, for the relation to hold.
+///
+/// Invented value: half of the quarter canvas that the renderer keeps, so a
+/// rendered relation holds with room to spare while objects that are nearly
+/// level do not count as left, right, above or below each other.
+pub const POSITION_MARGIN: f32 = 0.125;
+
+/// The oracle's judgement of one image against one prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub correct: bool,
+    /// One sentence: the first rule the image breaks, or a confirmation.
+    pub reason: String,
+    pub detected: Vec<DetectedObject>,
+}
+
+/// Parses `prompt_text` and judges `image` against it.
+///
+/// Fails only when the prompt is not in the shapes grammar.
+pub fn judge(image: &RgbImage, prompt_text: &str) -> Result<Verdict, ParseError> {
+    let spec = parse_prompt(prompt_text)?;
+    Ok(judge_spec(image, &spec)?)
+}
+
+/// Judges `image` against `spec`.
+///
+/// The image is correct when, for every group, the objects of the group's
+/// shape number exactly the requested count and all have the requested
+/// colour (any colour when none is requested), and when the relation, if
+/// any, holds between every subject and every reference object by more than
+/// [`POSITION_MARGIN`]. Objects of shapes the spec does not mention and blobs
+/// that match no shape are ignored, as GenEval ignores unrequested classes.
+pub fn judge_spec(image: &RgbImage, spec: &Spec) -> Result<Verdict, SpecError> {
+    spec.validate()?;
+    let detected = detect(image);
+    let (width, height) = image.dimensions();
+    let failure = spec
+        .groups
+        .iter()
+        .find_map(|group| check_group(group, &detected))
+        .or_else(|| check_relation(spec, &detected, width, height));
+    Ok(match failure {
+        Some(reason) => Verdict {
+            correct: false,
+            reason,
+            detected,
+        },
+        None => Verdict {
+            correct: true,
+            reason: "every requested object is present in the requested count and colour, and the relation holds"
+                .to_owned(),
+            detected,
+        },
+    })
+}
+
+fn members<'a>(
+    group: &'a ObjectGroup,
+    detected: &'a [DetectedObject],
+) -> impl Iterator<Item = &'a DetectedObject> {
+    detected
+        .iter()
+        .filter(move |object| object.shape == Some(group.shape))
+}
+
+/// Returns why `group` is not satisfied, or `None` when it is.
+fn check_group(group: &ObjectGroup, detected: &[DetectedObject]) -> Option<String> {
+    let same_shape: Vec<&DetectedObject> = members(group, detected).collect();
+    let wrong_color = group
+        .color
+        .is_some_and(|color| same_shape.iter().any(|object| object.color != color));
+    if same_shape.len() == usize::from(group.count) && !wrong_color {
+        return None;
+    }
+    Some(format!(
+        "expected {}, found {}",
+        describe_group(group),
+        describe_found(group, &same_shape)
+    ))
+}
+
+/// Describes the requested group, e.g. "2 red circles".
+fn describe_group(group: &ObjectGroup) -> String {
+    let noun = group.shape.noun(group.count);
+    match group.color {
+        Some(color) => format!("{} {color} {noun}", group.count),
+        None => format!("{} {noun}", group.count),
+    }
+}
+
+/// Describes what was found of the group's shape, e.g. "1 red circle and 2
+/// blue circles", or "none".
+fn describe_found(group: &ObjectGroup, same_shape: &[&DetectedObject]) -> String {
+    if same_shape.is_empty() {
+        return "none".to_owned();
+    }
+    if group.color.is_none() {
+        return same_shape.len().to_string();
+    }
+    let mut parts = Vec::new();
+    for color in Color::ALL {
+        let count = same_shape.iter().filter(|o| o.color == color).count();
+        if count > 0 {
+            let noun = group.shape.noun(u8::try_from(count).unwrap_or(u8::MAX));
+            parts.push(format!("{count} {color} {noun}"));
+        }
+    }
+    parts.join(" and ")
+}
+
+/// Returns why the spec's relation fails, or `None` when it holds or the spec
+/// has none. Assumes every group passed [`check_group`].
+fn check_relation(
+    spec: &Spec,
+    detected: &[DetectedObject],
+    width: u32,
+    height: u32,
+) -> Option<String> {
+    let relation = spec.relation?;
+    let [subject_group, reference_group] = spec.groups.as_slice() else {
+        return None;
+    };
+    let axis_length = match relation {
+        Relation::LeftOf | Relation::RightOf => width,
+        Relation::Above | Relation::Below => height,
+    };
+    let margin = POSITION_MARGIN * axis_length as f32;
+
+    let worst_offset = members(subject_group, detected)
+        .flat_map(|subject| {
+            members(reference_group, detected)
+                .map(move |reference| relation.offset(subject.center, reference.center))
+        })
+        .min_by(f32::total_cmp)?;
+    if worst_offset > margin {
+        return None;
+    }
+    Some(format!(
+        "{} not {relation} {} (centre offset {worst_offset:.1} px, needs more than {margin:.1} px)",
+        describe_subject(subject_group),
+        describe_reference(reference_group),
+    ))
+}
+
+/// Describes the subject of a relation, e.g. "the red circle is" or "the
+/// circles are".
+fn describe_subject(group: &ObjectGroup) -> String {
+    let verb = if group.count == 1 { "is" } else { "are" };
+    format!("{} {verb}", describe_reference(group))
+}
+
+/// Describes a group with "the", e.g. "the red circle".
+fn describe_reference(group: &ObjectGroup) -> String {
+    let noun = group.shape.noun(group.count);
+    match group.color {
+        Some(color) => format!("the {color} {noun}"),
+        None => format!("the {noun}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::{PlacedObject, draw};
+    use crate::world::Shape;
+
+    fn object(shape: Shape, color: Color, center: (f32, f32)) -> PlacedObject {
+        PlacedObject {
+            shape,
+            color,
+            rgb: color.rgb(),
+            center,
+            size: 14.0,
+            group: 0,
+        }
+    }
+
+    fn verdict(objects: &[PlacedObject], prompt: &str) -> Verdict {
+        judge(&draw(objects, 64), prompt).expect("prompt parses")
+    }
+
+    #[test]
+    fn accepts_matching_scene() {
+        let scene = [
+            object(Shape::Circle, Color::Red, (15.0, 30.0)),
+            object(Shape::Square, Color::Blue, (48.0, 30.0)),
+        ];
+        let judged = verdict(&scene, "a red circle left of a blue square");
+        assert!(judged.correct, "{}", judged.reason);
+        assert_eq!(judged.detected.len(), 2);
+        assert!(verdict(&scene, "a circle and a square").correct);
+        assert!(verdict(&scene, "a photo of a blue square").correct);
+    }
+
+    #[test]
+    fn reports_missing_count() {
+        let scene = [object(Shape::Circle, Color::Red, (15.0, 30.0))];
+        let judged = verdict(&scene, "two red circles");
+        assert!(!judged.correct);
+        assert_eq!(judged.reason, "expected 2 red circles, found 1 red circle");
+    }
+
+    #[test]
+    fn reports_extra_instances() {
+        let scene = [
+            object(Shape::Triangle, Color::Green, (15.0, 15.0)),
+            object(Shape::Triangle, Color::Green, (45.0, 45.0)),
+        ];
+        let judged = verdict(&scene, "a triangle");
+        assert!(!judged.correct);
+        assert_eq!(judged.reason, "expected 1 triangle, found 2");
+    }
+
+    #[test]
+    fn reports_wrong_colour() {
+        let scene = [
+            object(Shape::Square, Color::Yellow, (15.0, 15.0)),
+            object(Shape::Square, Color::Purple, (45.0, 45.0)),
+        ];
+        let judged = verdict(&scene, "two yellow squares");
+        assert!(!judged.correct);
+        assert_eq!(
+            judged.reason,
+            "expected 2 yellow squares, found 1 yellow square and 1 purple square"
+        );
+        let missing = verdict(&scene, "a circle");
+        assert_eq!(missing.reason, "expected 1 circle, found none");
+    }
+
+    #[test]
+    fn reports_failed_relation() {
+        let scene = [
+            object(Shape::Circle, Color::Orange, (15.0, 30.0)),
+            object(Shape::Square, Color::Blue, (48.0, 30.0)),
+        ];
+        let judged = verdict(&scene, "a circle right of a square");
+        assert!(!judged.correct);
+        assert!(
+            judged.reason.starts_with("the circle is not right of the square"),
+            "{}",
+            judged.reason
+        );
+        assert!(!verdict(&scene, "a circle above a square").correct);
+    }
+
+    #[test]
+    fn relation_needs_margin() {
+        // Centres 6 px apart horizontally, below the 8 px margin on 64 px.
+        let scene = [
+            object(Shape::Circle, Color::Red, (29.0, 12.0)),
+            object(Shape::Square, Color::Blue, (35.0, 48.0)),
+        ];
+        assert!(!verdict(&scene, "a circle left of a square").correct);
+        assert!(verdict(&scene, "a circle above a square").correct);
+    }
+
+    #[test]
+    fn ignores_unmentioned_shapes() {
+        let scene = [
+            object(Shape::Circle, Color::Red, (15.0, 30.0)),
+            object(Shape::Triangle, Color::Green, (48.0, 30.0)),
+        ];
+        assert!(verdict(&scene, "a red circle").correct);
+    }
+
+    #[test]
+    fn rejects_unparseable_prompt() {
+        let image = draw(&[], 64);
+        assert!(matches!(
+            judge(&image, "a dodecahedron"),
+            Err(ParseError::UnknownWord { .. })
+        ));
+    }
+}
