@@ -13,8 +13,8 @@ pub enum CriticError {
     InvalidArgument(#[from] InvalidArgument),
 
     /// A file of the model folder is missing, unreadable or malformed.
-    /// `path` is the file or folder; `message` is a full sentence naming the
-    /// file and, for malformed files, the field.
+    /// `path` is the file or folder, and `message` is a full sentence that
+    /// names the file and, for malformed files, the field.
     #[error("{message}")]
     ModelFolder { path: String, message: String },
 
@@ -35,6 +35,10 @@ pub enum CriticError {
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
 
+    /// The request queue of the model thread is full.
+    #[error("the critic queue is full ({capacity} requests); retry later or add replicas")]
+    QueueFull { capacity: usize },
+
     /// The model thread is gone, so no request can be served.
     #[error("the critic model is unavailable: {0}")]
     Unavailable(String),
@@ -48,6 +52,7 @@ impl CriticError {
             Self::ModelFolder { .. } => "model_folder",
             Self::UnsupportedConfig { .. } => "unsupported_config",
             Self::Model(_) => "model",
+            Self::QueueFull { .. } => "queue_full",
             Self::Tokenizer(_) => "tokenizer",
             Self::Unavailable(_) => "unavailable",
         }
@@ -85,8 +90,8 @@ impl From<CriticError> for tonic::Status {
             CriticError::ModelFolder { .. } | CriticError::UnsupportedConfig { .. } => {
                 tonic::Status::failed_precondition(message)
             }
-            // A tokenizer that fails to load is a broken model folder; one that
-            // fails to encode is a bug on this side.
+            // A tokenizer that fails to load means a broken model folder, but
+            // one that fails to encode a prompt means a bug in the critic.
             CriticError::Tokenizer(TokenizerError::Load { .. })
             | CriticError::Tokenizer(TokenizerError::MissingToken { .. }) => {
                 tonic::Status::failed_precondition(message)
@@ -94,6 +99,7 @@ impl From<CriticError> for tonic::Status {
             CriticError::Tokenizer(TokenizerError::Encode(_)) | CriticError::Model(_) => {
                 tonic::Status::internal(message)
             }
+            CriticError::QueueFull { .. } => tonic::Status::resource_exhausted(message),
             CriticError::Unavailable(_) => tonic::Status::unavailable(message),
         }
     }

@@ -1,12 +1,129 @@
 //! The redraft critic: judges an image against its prompt with a CLIP model
-//! and with image-quality checks.
+//! and with image-quality checks, served over gRPC as `redraft.v1.Critic`.
 
+pub mod config;
 pub mod error;
+pub mod judge;
 pub mod model;
 pub mod quality;
 pub mod score;
+pub mod service;
 pub mod tiny;
+pub mod worker;
 
+use std::sync::Arc;
+
+use candle_core::{DType, Device};
+use redraft_common::serving::{self, BoundAddrs};
+use redraft_proto::critic_server::CriticServer;
+use redraft_proto::{CheckKind, CriticInfo};
+use tokio::sync::OnceCell;
+
+pub use config::CriticArgs;
 pub use error::CriticError;
 pub use model::ClipScorer;
 pub use score::{Calibration, aggregate, alignment_check, summary};
+
+use judge::Judge;
+use service::{CriticService, Loaded};
+use worker::JudgeHandle;
+
+/// Name of the gRPC service, as health checks and reflection list it.
+pub const SERVICE_NAME: &str = "redraft.v1.Critic";
+
+/// Largest gRPC message the critic accepts or sends.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Runs the critic until SIGTERM or Ctrl-C: binds, announces the bound
+/// addresses on stdout, loads and warms up the model (health NOT_SERVING
+/// until then), and serves.
+pub async fn run(args: CriticArgs) -> anyhow::Result<()> {
+    args.validate()?;
+    let metrics_addr = redraft_common::telemetry::install_metrics_exporter(args.telemetry.metrics_addr)?;
+    worker::describe_metrics();
+    let (listener, grpc_addr) = serving::bind(args.listen).await?;
+    let (reporter, health) = serving::health_service(SERVICE_NAME).await;
+    BoundAddrs { grpc: grpc_addr, metrics: metrics_addr }.announce();
+    tracing::info!(%grpc_addr, %metrics_addr, model = %args.model.display(), "critic listening; loading the model");
+
+    let loaded = Arc::new(OnceCell::new());
+    let service = CriticServer::new(CriticService::new(
+        loaded.clone(),
+        args.max_prompt_chars as usize,
+        args.max_image_side,
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let (load_failed_tx, load_failed_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+    let load_args = args.clone();
+    tokio::spawn(async move {
+        match load(&load_args).await {
+            Ok(model) => {
+                let _ = loaded.set(model);
+                serving::set_serving(&reporter, SERVICE_NAME, true).await;
+                tracing::info!("critic model loaded and warmed up; serving");
+            }
+            Err(error) => {
+                let _ = load_failed_tx.send(error);
+            }
+        }
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(serving::reflection_service()?)
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            async {
+                let _ = stop_rx.await;
+            },
+        );
+    let mut server = std::pin::pin!(server);
+    let outcome = tokio::select! {
+        result = &mut server => return result.map_err(Into::into),
+        _ = serving::shutdown_signal() => Ok(()),
+        Ok(error) = load_failed_rx => Err(error),
+    };
+    let _ = stop_tx.send(());
+    server.await?;
+    outcome.inspect(|()| tracing::info!("critic stopped"))
+}
+
+async fn load(args: &CriticArgs) -> anyhow::Result<Loaded> {
+    let model_dir = args.model.clone();
+    let (judge, info) = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let device = Device::Cpu;
+        let scorer = ClipScorer::load(&model_dir, &device, DType::F32)?;
+        let calibration = Calibration::load(&model_dir)?;
+        tracing::info!(seconds = started.elapsed().as_secs_f64(), "critic model loaded");
+        let info = CriticInfo {
+            model_id: scorer.model_id().to_string(),
+            build: Some(redraft_common::build_info()),
+            image_size: scorer.image_size() as u32,
+            max_prompt_chars: 0,
+            max_image_side: 0,
+            check_kinds: vec![CheckKind::Alignment as i32, CheckKind::Quality as i32],
+            dtype: format!("{:?}", scorer.dtype()).to_lowercase(),
+        };
+        Ok::<_, CriticError>((Judge::new(scorer, calibration), info))
+    })
+    .await??;
+    let info = CriticInfo {
+        max_prompt_chars: args.max_prompt_chars,
+        max_image_side: args.max_image_side,
+        ..info
+    };
+    let handle = JudgeHandle::spawn(judge, args.queue_capacity)?;
+
+    // Warm up with one small image so the first request does not pay for lazy set-up.
+    let warm_up = image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, 128]));
+    handle
+        .critique("warm up".to_string(), warm_up)
+        .await
+        .map_err(|error| anyhow::anyhow!("warm-up critique failed: {error}"))?;
+    Ok(Loaded { handle, info })
+}

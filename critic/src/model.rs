@@ -23,10 +23,14 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// Tokenizer file of a CLIP folder.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
-/// Per-channel RGB mean of OpenAI CLIP's image preprocessing
-/// (`Normalize` in `clip/clip.py` of github.com/openai/CLIP).
+/// Per-channel RGB mean of OpenAI CLIP's image preprocessing (`_transform`
+/// in `clip/clip.py` of github.com/openai/CLIP).
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// Per-channel RGB standard deviation of OpenAI CLIP's image preprocessing.
+#[expect(
+    clippy::excessive_precision,
+    reason = "the digits as OpenAI CLIP publishes them"
+)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// The only activation candle 0.11.1's CLIP module implements.
@@ -42,8 +46,16 @@ const LOGIT_SCALE: &str = "logit_scale";
 /// parsed one at a time so that errors name `text_config` or `vision_config`.
 #[derive(Deserialize)]
 struct HfClipConfig {
-    text_config: serde_json::Value,
-    vision_config: serde_json::Value,
+    #[serde(default)]
+    text_config: Option<serde_json::Value>,
+    #[serde(default)]
+    vision_config: Option<serde_json::Value>,
+    /// Fields of older configs that transformers lays over `text_config`.
+    #[serde(default)]
+    text_config_dict: Option<serde_json::Value>,
+    /// Fields of older configs that transformers lays over `vision_config`.
+    #[serde(default)]
+    vision_config_dict: Option<serde_json::Value>,
     /// Output size of both projections. `CLIPModel` uses this top-level value
     /// and ignores the sub-configs' `projection_dim`.
     projection_dim: usize,
@@ -107,10 +119,12 @@ pub fn parse_clip_config(json: &str, path: &Path) -> Result<ClipConfig, CriticEr
         )
     };
     let top: HfClipConfig = serde_json::from_str(json).map_err(|error| malformed("", error))?;
-    let text: HfTextConfig = serde_json::from_value(top.text_config)
-        .map_err(|error| malformed(" text_config", error))?;
-    let vision: HfVisionConfig = serde_json::from_value(top.vision_config)
-        .map_err(|error| malformed(" vision_config", error))?;
+    let text_json = overlay(top.text_config, top.text_config_dict);
+    let text: HfTextConfig =
+        serde_json::from_value(text_json).map_err(|error| malformed(" text_config", error))?;
+    let vision_json = overlay(top.vision_config, top.vision_config_dict);
+    let vision: HfVisionConfig =
+        serde_json::from_value(vision_json).map_err(|error| malformed(" vision_config", error))?;
 
     check_activation(path, "text_config.hidden_act", &text.hidden_act)?;
     check_activation(path, "vision_config.hidden_act", &vision.hidden_act)?;
@@ -134,7 +148,7 @@ pub fn parse_clip_config(json: &str, path: &Path) -> Result<ClipConfig, CriticEr
             "3, because the critic feeds RGB images",
         ));
     }
-    if vision.patch_size == 0 || vision.image_size % vision.patch_size != 0 {
+    if vision.patch_size == 0 || !vision.image_size.is_multiple_of(vision.patch_size) {
         return Err(CriticError::unsupported(
             path,
             "vision_config.patch_size",
@@ -189,6 +203,24 @@ pub fn parse_clip_config(json: &str, path: &Path) -> Result<ClipConfig, CriticEr
     })
 }
 
+/// Lays the fields of `overrides` over `base`, as transformers' `CLIPConfig`
+/// does with `text_config_dict` and `vision_config_dict`. A missing or null
+/// `base` counts as an empty object.
+fn overlay(
+    base: Option<serde_json::Value>,
+    overrides: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let mut merged = match base {
+        Some(serde_json::Value::Object(fields)) => fields,
+        Some(serde_json::Value::Null) | None => serde_json::Map::new(),
+        Some(other) => return other,
+    };
+    if let Some(serde_json::Value::Object(fields)) = overrides {
+        merged.extend(fields);
+    }
+    serde_json::Value::Object(merged)
+}
+
 fn check_activation(path: &Path, field: &str, value: &str) -> Result<(), CriticError> {
     if value == QUICK_GELU {
         return Ok(());
@@ -202,7 +234,7 @@ fn check_activation(path: &Path, field: &str, value: &str) -> Result<(), CriticE
 }
 
 fn check_heads(path: &Path, section: &str, hidden: usize, heads: usize) -> Result<(), CriticError> {
-    if hidden > 0 && heads > 0 && hidden % heads == 0 {
+    if hidden > 0 && heads > 0 && hidden.is_multiple_of(heads) {
         return Ok(());
     }
     Err(CriticError::unsupported(
@@ -284,23 +316,24 @@ impl ClipScorer {
         })
     }
 
-    /// Side length in pixels of the square images the vision model sees.
+    /// Returns the side length in pixels of the square input of the vision model.
     pub fn image_size(&self) -> usize {
         self.config.image_size
     }
 
-    /// Model identifier: the name of the folder it was loaded from.
+    /// Returns the model identifier: the name of the folder it was loaded from.
     pub fn model_id(&self) -> &str {
         &self.model_id
     }
 
-    /// Data type of the weights.
+    /// Returns the data type of the weights.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
 
-    /// Factor CLIP multiplies cosine similarities by before a softmax over
-    /// captions: `exp(logit_scale)`, which is 100 for the released OpenAI models.
+    /// Returns the factor CLIP multiplies cosine similarities by before a
+    /// softmax over captions: `exp(logit_scale)`. Training usually clamps it at 100
+    /// (open_clip's training loop clamps `logit_scale` at ln(100)).
     pub fn logit_scale(&self) -> f32 {
         self.logit_scale
     }
@@ -347,13 +380,14 @@ impl ClipScorer {
         Ok(div_l2_norm(&features)?)
     }
 
-    /// Cosine similarity between the embeddings of `prompt` and `image`, in [-1, 1].
+    /// Computes the cosine similarity of the embeddings of `prompt` and `image`, in [-1, 1].
     pub fn cosine(&self, prompt: &str, image: &RgbImage) -> Result<f32, CriticError> {
         let cosines = self.cosines(&[prompt.to_string()], image)?;
         Ok(cosines[0])
     }
 
-    /// Cosine similarity of `image` with each of `texts`, in the order of `texts`.
+    /// Computes the cosine similarity of `image` with each of `texts`, in the
+    /// order of `texts`, embedding the image once.
     pub fn cosines(&self, texts: &[String], image: &RgbImage) -> Result<Vec<f32>, CriticError> {
         let text = self.text_embeddings(texts)?;
         let image = self.image_embeddings(std::slice::from_ref(image))?;
@@ -545,6 +579,30 @@ mod tests {
     }
 
     #[test]
+    fn config_dict_overrides_sub_config() {
+        let mut json: serde_json::Value = serde_json::from_str(VIT_L_14).unwrap();
+        json["text_config"]["hidden_size"] = 512.into();
+        json["text_config_dict"] = serde_json::json!({"hidden_size": 768});
+        json["vision_config_dict"] = serde_json::Value::Null;
+        let config = parse_clip_config(&json.to_string(), Path::new("config.json")).unwrap();
+        assert_eq!(config.text_config.embed_dim, 768);
+        assert_eq!(config.vision_config.embed_dim, 1024);
+    }
+
+    #[test]
+    fn missing_sub_config_named() {
+        let mut json: serde_json::Value = serde_json::from_str(VIT_L_14).unwrap();
+        json.as_object_mut().unwrap().remove("text_config");
+        let error = parse_clip_config(&json.to_string(), Path::new("config.json")).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("config.json text_config: missing field"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn gelu_activation_unsupported() {
         for section in ["text_config", "vision_config"] {
             let mut json: serde_json::Value = serde_json::from_str(VIT_B_32).unwrap();
@@ -635,7 +693,7 @@ mod tests {
         assert_eq!(scorer.image_size(), 32);
         let expected_id = dir.path().file_name().unwrap().to_string_lossy();
         assert_eq!(scorer.model_id(), expected_id);
-        // The file's logit_scale is ln(100); config.json's initial value would give 14.3.
+        // The file's logit_scale is ln(100), while config.json's initial value would give 14.3.
         assert!(
             (scorer.logit_scale() - 100.0).abs() < 1e-3,
             "{}",

@@ -15,26 +15,27 @@ use crate::score::QUALITY_WEIGHT;
 const NEAR_BLACK_MAX: u8 = 16;
 /// Smallest channel value of a near-white pixel.
 const NEAR_WHITE_MIN: u8 = 239;
-/// Share of near-black or of near-white pixels from which an image is blank.
+/// Share of near-black or of near-white pixels at or above which an image is blank.
 /// At 64 x 64 pixels, a drawing needs 21 other pixels to pass.
 const BLANK_FRACTION: f64 = 0.995;
 /// Pixel standard deviation, of 255, below which an image is uniform. It is
 /// the largest of the three per-channel standard deviations.
 const UNIFORM_STD_MAX: f64 = 2.0;
-/// Share of channel values at exactly 0 or 255 from which an image is clipped.
+/// Share of channel values at exactly 0 or 255 at or above which an image is clipped.
 const CLIPPED_FRACTION: f64 = 0.98;
-/// HSV saturation from which a pixel counts as saturated.
+/// HSV saturation at or above which a pixel counts as saturated.
 const SATURATED_LEVEL: f64 = 0.9;
 /// Smallest HSV value (largest channel, of 255) of a pixel counted as
 /// saturated, because the saturation of near-black pixels is mostly noise.
 const SATURATED_MIN_VALUE: u8 = 51;
-/// Share of saturated pixels from which an image is oversaturated.
+/// Share of saturated pixels at or above which an image is oversaturated.
 const SATURATED_FRACTION: f64 = 0.95;
-/// Largest channel difference from which two neighbouring pixels differ sharply.
+/// Channel difference at or above which two neighbouring pixels differ sharply.
 const SHARP_STEP: u8 = 128;
-/// Share of sharply differing neighbour pairs from which an image is noise.
-/// Flat-colour drawings differ sharply only along outlines, a few percent of
-/// pairs at 64 x 64; per-pixel noise of extreme values reaches about 85%.
+/// Share of sharply differing neighbour pairs at or above which an image is
+/// noise. Flat-colour drawings differ sharply only along outlines (under 5%
+/// of pairs for the three shapes of the 64 x 64 test drawing), while noise of
+/// random 0 or 255 channel values reaches about 1 - 1/8 = 88%.
 const NOISE_FRACTION: f64 = 0.2;
 
 /// Runs every QUALITY check on `image`. All of them are hard, weigh
@@ -45,7 +46,7 @@ pub fn quality_checks(image: &RgbImage) -> Vec<Check> {
         return vec![quality_check(
             "an image with pixels",
             format!("an image of {}x{} pixels", image.width(), image.height()),
-            Some("The image is empty; generate it again at a non-zero size."),
+            Some("The image is empty, so generate it again at a non-zero size."),
         )];
     };
     vec![
@@ -70,8 +71,8 @@ pub fn non_finite_check(values: &[f32]) -> Option<Check> {
             values.len()
         ),
         Some(
-            "The generator produced NaN or infinite values; generate again with another seed, \
-             and check the generator's dtype if it repeats.",
+            "The generator produced NaN or infinite values, so generate again with another \
+             seed, and check the generator's dtype if it repeats.",
         ),
     ))
 }
@@ -145,7 +146,7 @@ impl PixelStats {
 }
 
 /// Share of horizontally or vertically neighbouring pixel pairs whose largest
-/// channel difference is at least [`SHARP_STEP`]; 0 for a one-pixel image.
+/// channel difference is at least [`SHARP_STEP`]. It is 0 for a one-pixel image.
 fn sharp_neighbour_fraction(image: &RgbImage) -> f64 {
     let (width, height) = image.dimensions();
     let sharp = |a: &image::Rgb<u8>, b: &image::Rgb<u8>| {
@@ -192,7 +193,7 @@ fn blank_check(stats: &PixelStats) -> Check {
     quality_check(
         "an image that is not blank",
         format!("the image is blank ({percent:.1}% of pixels are near {shade})"),
-        Some("The image is blank; generate it again with another seed."),
+        Some("The image is blank, so generate it again with another seed."),
     )
 }
 
@@ -208,7 +209,7 @@ fn uniform_check(stats: &PixelStats) -> Check {
     quality_check(
         "an image with varied pixel values",
         format!("the image is a single colour (pixel std {std:.1} of 255)"),
-        Some("The image is a single colour; generate it again with another seed."),
+        Some("The image is a single colour, so generate it again with another seed."),
     )
 }
 
@@ -232,8 +233,8 @@ fn clipped_check(stats: &PixelStats) -> Check {
              and {sharp:.0}% of neighbouring pixels differ sharply)"
         ),
         Some(
-            "The image is extreme-contrast noise; generate it again with another seed or a \
-             lower guidance scale.",
+            "The image is extreme-contrast noise, so generate it again with another seed or \
+             a lower guidance scale.",
         ),
     )
 }
@@ -257,14 +258,14 @@ fn saturated_check(stats: &PixelStats) -> Check {
              pixels saturated, {sharp:.0}% of neighbouring pixels differ sharply)"
         ),
         Some(
-            "The image is oversaturated noise; generate it again with another seed or a lower \
-             guidance scale.",
+            "The image is oversaturated noise, so generate it again with another seed or a \
+             lower guidance scale.",
         ),
     )
 }
 
-/// Builds a hard QUALITY check on the whole image; `feedback` is `None` when
-/// it passed.
+/// Builds a hard QUALITY check on the whole image, which passed when
+/// `feedback` is `None`.
 fn quality_check(expected: &str, observed: String, feedback: Option<&str>) -> Check {
     let passed = feedback.is_none();
     Check {
@@ -303,7 +304,7 @@ mod tests {
             .collect()
     }
 
-    /// A horizontal grey-to-colour gradient with a dark square and a light disc.
+    /// Draws a gradient with a dark square and a light disc on it.
     fn varied_image() -> RgbImage {
         RgbImage::from_fn(64, 64, |x, y| {
             let in_square = (8..24).contains(&x) && (8..24).contains(&y);
@@ -318,7 +319,7 @@ mod tests {
         })
     }
 
-    /// Flat pure colours on white: a red disc, a blue square and a green bar.
+    /// Draws a red disc, a blue square and a green bar in flat pure colours on white.
     fn flat_drawing() -> RgbImage {
         RgbImage::from_fn(64, 64, |x, y| {
             if (x as i32 - 16).pow(2) + (y as i32 - 16).pow(2) < 64 {
@@ -348,7 +349,13 @@ mod tests {
 
     #[test]
     fn flat_drawings_pass() {
-        assert_eq!(failed_checks(&flat_drawing()), Vec::<String>::new());
+        let drawing = flat_drawing();
+        assert_eq!(failed_checks(&drawing), Vec::<String>::new());
+        let sharp = sharp_neighbour_fraction(&drawing);
+        assert!(
+            sharp < 0.05,
+            "the NOISE_FRACTION comment states under 5%, got {sharp}"
+        );
         let red_on_blue = RgbImage::from_fn(64, 64, |x, y| {
             if (20..44).contains(&x) && (20..44).contains(&y) {
                 Rgb([255, 0, 0])

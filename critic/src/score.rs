@@ -14,13 +14,12 @@ pub const CALIBRATION_FILE: &str = "redraft_critic.json";
 /// Weight of the alignment check in the overall score.
 pub const ALIGNMENT_WEIGHT: f32 = 1.0;
 /// Weight of each quality check in the overall score. Quality checks are
-/// hard, so a failed one sets the overall score to 0 whatever its weight. A
-/// passed one scores 1, so with four of them the overall score of an image
-/// that passes them all lies in [2/3, 1].
-pub const QUALITY_WEIGHT: f32 = 0.5;
+/// hard gates: a failed one sets the overall score to 0, and a passed one
+/// leaves the score to the prompt checks, so it weighs nothing.
+pub const QUALITY_WEIGHT: f32 = 0.0;
 
-/// Maps a CLIP cosine similarity to an alignment score in [0, 1] and sets
-/// the score an alignment check needs to pass.
+/// Calibration of the alignment check: the cosine range that maps linearly
+/// onto alignment scores 0 to 1, and the score the check needs to pass.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Calibration {
     /// Cosine similarity that maps to score 0.
@@ -32,9 +31,10 @@ pub struct Calibration {
 }
 
 impl Calibration {
-    /// CLIPScore's rescaling `clamp(2.5 * cosine, 0, 1)` for full-size CLIP
-    /// (Hessel et al. 2021, "CLIPScore", w = 2.5), written as the cosine range
-    /// [0, 0.4]. The pass threshold 0.5 is a chosen value, not from the paper.
+    /// CLIPScore's rescaling of the cosine for full-size CLIP, `2.5 * max(cosine, 0)`
+    /// (Hessel et al. 2021, `get_clip_score` in github.com/jmhessel/clipscore,
+    /// w = 2.5), clamped here at 1 and written as the cosine range [0, 0.4].
+    /// The pass threshold 0.5 is a chosen value, not from the paper.
     pub const CLIP_SCORE: Self = Self {
         cosine_low: 0.0,
         cosine_high: 0.4,
@@ -144,8 +144,8 @@ pub fn alignment_check(prompt: &str, cosine: f32, calibration: &Calibration) -> 
         String::new()
     } else {
         format!(
-            "The image matches the prompt weakly (alignment score {score:.2}, below {threshold:.2}); \
-             draw what the prompt describes."
+            "The image matches the prompt weakly (alignment score {score:.2}, below {threshold:.2}), \
+             so draw what the prompt describes."
         )
     };
     Check {

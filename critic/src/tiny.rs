@@ -10,7 +10,7 @@ use candle_transformers::models::clip::ClipModel;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::Normal;
-use redraft_common::tokenizer::build_word_level;
+use redraft_common::tokenizer::{SCENE_WORDS, build_word_level};
 
 use crate::error::CriticError;
 use crate::model::{CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE, parse_clip_config};
@@ -23,7 +23,7 @@ const INTERMEDIATE: usize = 64;
 const LAYERS: usize = 2;
 /// Attention heads of both tiny encoders.
 const HEADS: usize = 2;
-/// Longest token sequence of the tiny text encoder.
+/// Maximum token sequence length of the tiny text encoder.
 const MAX_POSITIONS: usize = 32;
 /// Side length in pixels of the tiny vision encoder's input.
 const IMAGE_SIZE: usize = 32;
@@ -31,123 +31,28 @@ const IMAGE_SIZE: usize = 32;
 const PATCH_SIZE: usize = 8;
 /// Output size of both projections.
 const PROJECTION_DIM: usize = 32;
-/// Initial logit scale written to config.json: ln(1 / 0.07), the value of
-/// transformers' `CLIPConfig` and of the CLIP paper (Radford et al. 2021).
+/// Initial logit scale written to config.json: ln(1 / 0.07), the default of
+/// transformers' `CLIPConfig`.
 const LOGIT_SCALE_INIT: f32 = 2.6592;
-/// `logit_scale` written to the weights: ln(100), the value the released
-/// OpenAI models reach, so softmaxes over captions are as sharp as theirs.
-/// It differs from `LOGIT_SCALE_INIT` so tests can tell which one was read.
+/// `logit_scale` written to the weights: ln(100), the ceiling open_clip's
+/// training loop clamps it to, so softmaxes over captions are as sharp as a
+/// trained model's. It differs from `LOGIT_SCALE_INIT` so tests can tell
+/// which one was read.
 const LOGIT_SCALE: f32 = 4.605_17;
 /// Standard deviation of the random weights, as transformers' CLIP
 /// `initializer_range`.
 const INIT_STD: f32 = 0.02;
-
-/// Words of simple English scene prompts, so that tiny models encode them
-/// without unknown tokens.
-const WORDS: &[&str] = &[
-    "a",
-    "an",
-    "the",
-    "photo",
-    "picture",
-    "image",
-    "drawing",
-    "of",
-    "and",
-    "with",
-    "in",
-    "at",
-    "is",
-    "are",
-    "left",
-    "right",
-    "above",
-    "below",
-    "under",
-    "over",
-    "next",
-    "to",
-    "on",
-    "top",
-    "bottom",
-    "beside",
-    "near",
-    "behind",
-    "front",
-    "middle",
-    "center",
-    "red",
-    "green",
-    "blue",
-    "yellow",
-    "purple",
-    "orange",
-    "white",
-    "black",
-    "gray",
-    "grey",
-    "pink",
-    "brown",
-    "circle",
-    "circles",
-    "square",
-    "squares",
-    "triangle",
-    "triangles",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "no",
-    "cat",
-    "cats",
-    "dog",
-    "dogs",
-    "bird",
-    "birds",
-    "car",
-    "cars",
-    "tree",
-    "trees",
-    "house",
-    "houses",
-    "person",
-    "people",
-    "ball",
-    "balls",
-    "box",
-    "boxes",
-    "table",
-    "chair",
-    "flower",
-    "flowers",
-    "sky",
-    "grass",
-    "water",
-    "background",
-    "small",
-    "large",
-    "big",
-    ",",
-    ".",
-];
 
 /// Writes a random-weight tiny CLIP folder to `dir` (created if missing):
 /// `config.json`, `model.safetensors` and `tokenizer.json`, in the layout of
 /// Hugging Face CLIP folders.
 ///
 /// The weights are F32 and depend only on `seed`. The tokenizer is word level
-/// over a built-in list of scene words plus `extra_words`.
+/// over [`SCENE_WORDS`] plus `extra_words`.
 pub fn write_tiny_clip(dir: &Path, seed: u64, extra_words: &[&str]) -> Result<(), CriticError> {
     std::fs::create_dir_all(dir).map_err(|error| write_error(dir, &error))?;
 
-    let mut words = WORDS.to_vec();
+    let mut words = SCENE_WORDS.to_vec();
     words.extend_from_slice(extra_words);
     let tokenizer = build_word_level(&words);
     let tokenizer_path = dir.join(TOKENIZER_FILE);
@@ -170,8 +75,8 @@ pub fn write_tiny_clip(dir: &Path, seed: u64, extra_words: &[&str]) -> Result<()
     Ok(())
 }
 
-/// The config.json of a tiny model, with the fields transformers writes for
-/// `CLIPModel` that the critic reads.
+/// Builds the config.json of a tiny model, with the fields transformers
+/// writes for `CLIPModel` that the critic reads.
 fn tiny_config_json(vocab_size: usize) -> serde_json::Value {
     serde_json::json!({
         "architectures": ["CLIPModel"],
@@ -253,7 +158,7 @@ fn random_weights(
     Ok(tensors)
 }
 
-/// Whether `name` is the scale of a layer norm. Candle's CLIP names them
+/// Returns whether `name` is the scale of a layer norm. Candle's CLIP names them
 /// `layer_norm1`, `layer_norm2`, `final_layer_norm`, `pre_layrnorm` (sic, as
 /// in transformers) and `post_layernorm`.
 fn is_layer_norm_weight(name: &str) -> bool {
@@ -266,4 +171,115 @@ fn is_layer_norm_weight(name: &str) -> bool {
 
 fn write_error(path: &Path, error: &dyn std::fmt::Display) -> CriticError {
     CriticError::folder(path, format!("failed to write {}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use redraft_common::tokenizer::PromptTokenizer;
+
+    use super::*;
+
+    fn read_weights(dir: &Path) -> HashMap<String, Tensor> {
+        candle_core::safetensors::load(dir.join(WEIGHTS_FILE), &Device::Cpu).unwrap()
+    }
+
+    fn values(tensor: &Tensor) -> Vec<f32> {
+        tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    #[test]
+    fn config_in_hf_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_clip(dir.path(), 0, &["zebra"]).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(CONFIG_FILE)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["architectures"][0], "CLIPModel");
+        assert_eq!(json["text_config"]["hidden_act"], "quick_gelu");
+        assert_eq!(json["vision_config"]["patch_size"], 8);
+
+        let vocab_size = tokenizer_vocab_size(dir.path());
+        assert_eq!(json["text_config"]["vocab_size"], vocab_size);
+        let config = parse_clip_config(&text, Path::new("config.json")).unwrap();
+        assert_eq!(config.text_config.embed_dim, 32);
+        assert_eq!(config.text_config.max_position_embeddings, 32);
+        assert_eq!(config.vision_config.image_size, 32);
+    }
+
+    /// Number of entries in the `model.vocab` map of the written tokenizer.json.
+    fn tokenizer_vocab_size(dir: &Path) -> usize {
+        let text = std::fs::read_to_string(dir.join(TOKENIZER_FILE)).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        json["model"]["vocab"].as_object().unwrap().len()
+    }
+
+    #[test]
+    fn extra_words_in_vocabulary() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_clip(dir.path(), 0, &["zebra"]).unwrap();
+        let tokenizer = PromptTokenizer::from_file(&dir.path().join(TOKENIZER_FILE), 8).unwrap();
+        let ids = tokenizer
+            .encode("A zebra left of three red circles")
+            .unwrap();
+        let unknown_id = 1;
+        assert!(!ids.contains(&unknown_id), "{ids:?}");
+    }
+
+    #[test]
+    fn weights_follow_init_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_clip(dir.path(), 0, &[]).unwrap();
+        let weights = read_weights(dir.path());
+        assert_eq!(values(&weights["logit_scale"]), vec![LOGIT_SCALE]);
+        assert_eq!(weights["logit_scale"].dims(), &[] as &[usize]);
+        assert_eq!(
+            weights["vision_model.embeddings.class_embedding"].dims(),
+            &[32]
+        );
+
+        let norm = &weights["vision_model.pre_layrnorm.weight"];
+        assert!(values(norm).iter().all(|&value| value == 1.0));
+        let bias = &weights["text_model.encoder.layers.1.mlp.fc1.bias"];
+        assert_eq!(bias.dims(), &[64]);
+        assert!(values(bias).iter().all(|&value| value == 0.0));
+
+        let embedding = values(&weights["text_model.embeddings.token_embedding.weight"]);
+        let mean = embedding.iter().sum::<f32>() / embedding.len() as f32;
+        let std = (embedding.iter().map(|v| (v - mean).powi(2)).sum::<f32>()
+            / embedding.len() as f32)
+            .sqrt();
+        assert!(mean.abs() < 0.005, "mean {mean}");
+        assert!((std - INIT_STD).abs() < 0.002, "std {std}");
+    }
+
+    #[test]
+    fn same_seed_same_files() {
+        let first = tempfile::tempdir().unwrap();
+        let second = tempfile::tempdir().unwrap();
+        let third = tempfile::tempdir().unwrap();
+        write_tiny_clip(first.path(), 9, &[]).unwrap();
+        write_tiny_clip(second.path(), 9, &[]).unwrap();
+        write_tiny_clip(third.path(), 10, &[]).unwrap();
+        for file in [CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE] {
+            let a = std::fs::read(first.path().join(file)).unwrap();
+            let b = std::fs::read(second.path().join(file)).unwrap();
+            assert!(a == b, "{file} differs between two writes with seed 9");
+        }
+        let a = std::fs::read(first.path().join(WEIGHTS_FILE)).unwrap();
+        let c = std::fs::read(third.path().join(WEIGHTS_FILE)).unwrap();
+        assert!(a != c, "seeds 9 and 10 wrote the same weights");
+    }
+
+    #[test]
+    fn layer_norm_names_recognised() {
+        assert!(is_layer_norm_weight("text_model.final_layer_norm.weight"));
+        assert!(is_layer_norm_weight("vision_model.pre_layrnorm.weight"));
+        assert!(is_layer_norm_weight("vision_model.post_layernorm.weight"));
+        assert!(is_layer_norm_weight(
+            "text_model.encoder.layers.0.layer_norm2.weight"
+        ));
+        assert!(!is_layer_norm_weight(
+            "text_model.encoder.layers.0.self_attn.q_proj.weight"
+        ));
+        assert!(!is_layer_norm_weight("vision_model.post_layernorm.bias"));
+    }
 }

@@ -1,1 +1,106 @@
-//! placeholder
+//! The redraft orchestrator: owns every job's state, runs the self-review
+//! loop over pools of generator and critic replicas, and serves
+//! `redraft.v1.Orchestrator` over gRPC.
+
+mod calls;
+pub mod config;
+mod error;
+pub mod metrics;
+pub mod pool;
+pub mod runner;
+pub mod service;
+pub mod spec;
+pub mod store;
+pub mod strategy;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redraft_common::serving::{self, BoundAddrs};
+use redraft_proto::orchestrator_server::OrchestratorServer;
+use tokio_util::sync::CancellationToken;
+
+pub use config::OrchestratorArgs;
+pub use error::OrchestratorError;
+
+use pool::Pool;
+use runner::Runner;
+use service::OrchestratorService;
+use spec::SpecLimits;
+use store::JobStore;
+
+/// Name of the gRPC service, as health checks and reflection list it.
+pub const SERVICE_NAME: &str = "redraft.v1.Orchestrator";
+
+/// gRPC service name of the generator replicas.
+pub const GENERATOR_SERVICE: &str = "redraft.v1.Generator";
+
+/// gRPC service name of the critic replicas.
+pub const CRITIC_SERVICE: &str = "redraft.v1.Critic";
+
+/// Runs the orchestrator until SIGTERM or Ctrl-C. It reports SERVING once
+/// at least one generator and one critic replica are healthy.
+pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
+    args.validate()?;
+    let metrics_addr = redraft_common::telemetry::install_metrics_exporter(args.telemetry.metrics_addr)?;
+    metrics::describe();
+    let (listener, grpc_addr) = serving::bind(args.listen).await?;
+    let (reporter, health) = serving::health_service(SERVICE_NAME).await;
+    BoundAddrs { grpc: grpc_addr, metrics: metrics_addr }.announce();
+    tracing::info!(%grpc_addr, %metrics_addr, generators = ?args.generators, critics = ?args.critics, "orchestrator listening");
+
+    let generators = Arc::new(Pool::new("generator", GENERATOR_SERVICE, &args.generators).map_err(anyhow::Error::msg)?);
+    let critics = Arc::new(Pool::new("critic", CRITIC_SERVICE, &args.critics).map_err(anyhow::Error::msg)?);
+    let stop_watching = CancellationToken::new();
+    let retry = Duration::from_secs_f64(args.health_retry_seconds);
+    generators.watch_health(retry, stop_watching.clone());
+    critics.watch_health(retry, stop_watching.clone());
+
+    let store = Arc::new(JobStore::new(args.max_stored_jobs));
+    let (queue, queue_receiver) = tokio::sync::mpsc::channel(args.queue_capacity);
+    Runner::new(store.clone(), generators.clone(), critics.clone()).start_workers(args.concurrent_jobs, queue_receiver);
+
+    let limits = SpecLimits {
+        max_prompt_chars: args.max_prompt_chars as usize,
+        max_side: args.max_image_side,
+        max_steps: args.max_steps,
+        max_iterations: args.max_iterations,
+        max_candidates: args.max_candidates,
+        max_deadline_seconds: args.max_deadline_seconds,
+    };
+    let service = OrchestratorService::new(store, queue, args.queue_capacity, limits, generators.clone(), critics.clone());
+
+    // Report SERVING once both pools have a healthy replica, and follow them after.
+    let pools = (generators.clone(), critics.clone());
+    tokio::spawn(async move {
+        let (generators, critics) = pools;
+        let mut serving = false;
+        loop {
+            let ready = generators.wait_healthy(Duration::from_secs(1)).await
+                && critics.wait_healthy(Duration::from_secs(1)).await;
+            if ready != serving {
+                serving = ready;
+                serving::set_serving(&reporter, SERVICE_NAME, serving).await;
+                tracing::info!(serving, "orchestrator health changed");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(serving::reflection_service()?)
+        .add_service(
+            OrchestratorServer::new(service)
+                .max_decoding_message_size(calls::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(calls::MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            serving::shutdown_signal(),
+        )
+        .await?;
+    stop_watching.cancel();
+    tracing::info!("orchestrator stopped");
+    Ok(())
+}

@@ -75,6 +75,9 @@ pub fn add_gaussian_noise<R: Rng + ?Sized>(
     sigma: f32,
     rng: &mut R,
 ) -> Result<(), AugmentError> {
+    if !(sigma.is_finite() && sigma >= 0.0) {
+        return Err(AugmentError::InvalidSigma { sigma });
+    }
     if sigma == 0.0 {
         return Ok(());
     }

@@ -1,0 +1,381 @@
+//! Runs jobs: takes them from the queue, loops through iterations of
+//! generate-then-critique on the replica pools, and records every step in
+//! the job store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redraft_proto::{
+    Candidate, CandidateDone, CandidateProgress, CandidateRef, CandidateTimings, CritiqueRequest,
+    GenerateRequest, GenerateTimingsSummary, GenerationParams, Iteration, IterationStarted, Job,
+    JobStatus, JobTotals, job_event,
+};
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinSet;
+use tracing::Instrument as _;
+
+use crate::OrchestratorError;
+use crate::calls;
+use crate::metrics as orch_metrics;
+use crate::pool::Pool;
+use crate::store::JobStore;
+use crate::strategy::{BestOfN, CandidatePlan, Strategy};
+
+/// Runs queued jobs on the replica pools.
+pub struct Runner {
+    store: Arc<JobStore>,
+    generators: Arc<Pool>,
+    critics: Arc<Pool>,
+}
+
+/// How a job's loop ended.
+enum Ending {
+    Satisfied,
+    Exhausted(String),
+    Failed(OrchestratorError),
+    Cancelled,
+    DeadlinePassed(f64),
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs_f64())
+        .unwrap_or_default()
+}
+
+impl Runner {
+    /// Creates a runner over the store and pools.
+    pub fn new(store: Arc<JobStore>, generators: Arc<Pool>, critics: Arc<Pool>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            generators,
+            critics,
+        })
+    }
+
+    /// Starts `workers` tasks that run jobs from `queue` one at a time each.
+    pub fn start_workers(self: &Arc<Self>, workers: usize, queue: mpsc::Receiver<String>) {
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..workers {
+            let runner = self.clone();
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                loop {
+                    let next = queue.lock().await.recv().await;
+                    let Some(job_id) = next else { break };
+                    orch_metrics::queue_depth(runner.store.count_status(JobStatus::Queued).saturating_sub(1));
+                    runner.run_job(&job_id).await;
+                }
+            });
+        }
+    }
+
+    /// Runs one job to its end. A job cancelled while queued is skipped.
+    pub async fn run_job(&self, job_id: &str) {
+        let span = tracing::info_span!("job", job_id = %job_id);
+        self.run_job_in_span(job_id).instrument(span).await;
+    }
+
+    async fn run_job_in_span(&self, job_id: &str) {
+        let Ok(cancel) = self.store.cancel_token(job_id) else { return };
+        let started = self.store.update(job_id, |job| {
+            if job.status != JobStatus::Queued as i32 {
+                return None;
+            }
+            job.status = JobStatus::Running as i32;
+            job.started_at = now_unix();
+            Some(job_event::Event::Snapshot(job.clone()))
+        });
+        let Ok(job) = started else { return };
+        if job.status != JobStatus::Running as i32 {
+            return;
+        }
+        let policy = job.spec.clone().unwrap_or_default().policy.unwrap_or_default();
+        let deadline = policy.deadline_seconds.unwrap_or(f64::MAX);
+        let clock = Instant::now();
+        let prompt = job.spec.as_ref().map(|spec| spec.prompt.as_str()).unwrap_or_default();
+        tracing::info!(%prompt, "job started");
+
+        let ending = tokio::select! {
+            ending = self.iterate(job_id, clock) => ending,
+            _ = cancel.cancelled() => Ending::Cancelled,
+            _ = tokio::time::sleep(Duration::from_secs_f64(deadline.min(1e9))) => Ending::DeadlinePassed(deadline),
+        };
+        self.finish(job_id, ending, clock);
+    }
+
+    async fn iterate(&self, job_id: &str, clock: Instant) -> Ending {
+        let strategy = BestOfN;
+        let job = match self.store.get(job_id) {
+            Ok(job) => job,
+            Err(error) => return Ending::Failed(error),
+        };
+        let spec = job.spec.clone().unwrap_or_default();
+        let policy = spec.policy.clone().unwrap_or_default();
+        let threshold = policy.threshold.unwrap_or_default();
+        let max_iterations = policy.max_iterations.unwrap_or(1);
+
+        for index in 0..max_iterations {
+            let job = match self.store.get(job_id) {
+                Ok(job) => job,
+                Err(error) => return Ending::Failed(error),
+            };
+            let decision = strategy.decide(&job);
+            let iteration_started = Instant::now();
+            let started = self.store.update(job_id, |job| {
+                job.iterations.push(Iteration {
+                    index,
+                    action: decision.action as i32,
+                    reason: decision.reason.clone(),
+                    candidates: Vec::new(),
+                    best_score: job.best_score,
+                    seconds: 0.0,
+                });
+                Some(job_event::Event::IterationStarted(IterationStarted {
+                    iteration: index,
+                    action: decision.action as i32,
+                    reason: decision.reason.clone(),
+                    candidates: decision.candidates.len() as u32,
+                }))
+            });
+            if let Err(error) = started {
+                return Ending::Failed(error);
+            }
+            tracing::info!(iteration = index, action = ?decision.action, reason = %decision.reason, "iteration started");
+
+            // Fan the candidates out; dropping the set aborts them all.
+            let mut tasks = JoinSet::new();
+            for (candidate_index, plan) in decision.candidates.into_iter().enumerate() {
+                let context = CandidateContext {
+                    store: self.store.clone(),
+                    generators: self.generators.clone(),
+                    critics: self.critics.clone(),
+                    job_id: job_id.to_string(),
+                    iteration: index,
+                    index: candidate_index as u32,
+                    params: spec.params.clone().unwrap_or_default(),
+                };
+                tasks.spawn(async move { context.run(plan).await }.in_current_span());
+            }
+            while let Some(joined) = tasks.join_next().await {
+                let outcome = match joined {
+                    Ok(outcome) => outcome,
+                    Err(error) => {
+                        return Ending::Failed(OrchestratorError::BadResponse {
+                            pool: "orchestrator",
+                            address: "candidate task".to_string(),
+                            message: error.to_string(),
+                        });
+                    }
+                };
+                if let Err(error) = outcome {
+                    return Ending::Failed(error);
+                }
+            }
+
+            let finished = self.store.update(job_id, |job| {
+                let best_score = job.best_score;
+                let iteration = job.iterations.last_mut()?;
+                iteration.candidates.sort_by_key(|candidate| candidate.index);
+                iteration.best_score = best_score;
+                iteration.seconds = iteration_started.elapsed().as_secs_f64();
+                job.totals.get_or_insert_with(JobTotals::default).wall_seconds = clock.elapsed().as_secs_f64();
+                Some(job_event::Event::IterationFinished(iteration.clone()))
+            });
+            let job = match finished {
+                Ok(job) => job,
+                Err(error) => return Ending::Failed(error),
+            };
+            tracing::info!(iteration = index, best_score = job.best_score, "iteration finished");
+            if job.best.is_some() && job.best_score >= threshold {
+                return Ending::Satisfied;
+            }
+        }
+        Ending::Exhausted(format!("reached the iteration limit of {max_iterations}"))
+    }
+
+    fn finish(&self, job_id: &str, ending: Ending, clock: Instant) {
+        let outcome = self.store.update(job_id, |job| {
+            let (status, error) = match ending {
+                Ending::Satisfied => (JobStatus::Satisfied, String::new()),
+                Ending::Exhausted(reason) => {
+                    tracing::info!(%reason, "job exhausted its budget");
+                    (JobStatus::Exhausted, String::new())
+                }
+                Ending::Cancelled => (JobStatus::Cancelled, "cancelled by a client".to_string()),
+                Ending::Failed(error) => (JobStatus::Failed, error.to_string()),
+                Ending::DeadlinePassed(seconds) if job.best.is_some() => {
+                    (JobStatus::Exhausted, format!("the deadline of {seconds} s passed"))
+                }
+                Ending::DeadlinePassed(seconds) => (
+                    JobStatus::Failed,
+                    format!("the deadline of {seconds} s passed before any candidate was judged"),
+                ),
+            };
+            // Candidates of an interrupted iteration stay recorded, in index order.
+            if let Some(iteration) = job.iterations.last_mut() {
+                iteration.candidates.sort_by_key(|candidate| candidate.index);
+            }
+            job.status = status as i32;
+            job.error = error;
+            job.finished_at = now_unix();
+            job.totals.get_or_insert_with(JobTotals::default).wall_seconds = clock.elapsed().as_secs_f64();
+            Some(job_event::Event::Finished(job.clone()))
+        });
+        if let Ok(job) = outcome {
+            let status = JobStatus::try_from(job.status).unwrap_or(JobStatus::Unspecified);
+            orch_metrics::job_finished(status, job.iterations.len());
+            if job.error.is_empty() {
+                tracing::info!(status = status.as_str_name(), best_score = job.best_score, iterations = job.iterations.len(), "job finished");
+            } else {
+                tracing::warn!(status = status.as_str_name(), error = %job.error, iterations = job.iterations.len(), "job finished");
+            }
+        }
+    }
+}
+
+/// What a candidate task needs.
+struct CandidateContext {
+    store: Arc<JobStore>,
+    generators: Arc<Pool>,
+    critics: Arc<Pool>,
+    job_id: String,
+    iteration: u32,
+    index: u32,
+    params: GenerationParams,
+}
+
+impl CandidateContext {
+    /// Draws and judges one candidate, and records it in the job.
+    async fn run(self, plan: CandidatePlan) -> Result<(), OrchestratorError> {
+        let request_id = format!("{}/{}/{}", self.job_id, self.iteration, self.index);
+        let request = GenerateRequest {
+            prompt: plan.prompt.clone(),
+            negative_prompt: plan.negative_prompt.clone(),
+            seed: Some(plan.seed),
+            width: self.params.width,
+            height: self.params.height,
+            steps: self.params.steps,
+            guidance_scale: self.params.guidance_scale,
+            scheduler: self.params.scheduler.clone(),
+            init_image: None,
+            strength: 0.0,
+            request_id: request_id.clone(),
+        };
+        let on_progress = |step: u32, total: u32| {
+            // A progress event changes nothing in the job.
+            let _ = self.store.update(&self.job_id, |_| {
+                Some(job_event::Event::Progress(CandidateProgress {
+                    iteration: self.iteration,
+                    candidate: self.index,
+                    step,
+                    total_steps: total,
+                }))
+            });
+        };
+        let attempts = AtomicU32::new(0);
+        let generated = calls::generate(&self.generators, request, &on_progress, &attempts).await;
+        self.count_calls(&attempts, |totals, calls| totals.generator_calls += calls);
+        let generated = generated?;
+        let image = generated.result.image.clone().ok_or_else(|| OrchestratorError::BadResponse {
+            pool: "generator",
+            address: generated.address.clone(),
+            message: "the result has no image".to_string(),
+        })?;
+
+        let attempts = AtomicU32::new(0);
+        let request = CritiqueRequest {
+            prompt: plan.prompt.clone(),
+            image: Some(image.clone()),
+            request_id,
+        };
+        let judged = calls::critique(&self.critics, request, &attempts).await;
+        self.count_calls(&attempts, |totals, calls| totals.critic_calls += calls);
+        let judged = judged?;
+
+        let resolved = generated.result.resolved.clone().unwrap_or_default();
+        let stage = generated.result.timings.unwrap_or_default();
+        let candidate = Candidate {
+            index: self.index,
+            seed: generated.result.seed,
+            prompt: plan.prompt,
+            params: Some(GenerationParams {
+                negative_prompt: plan.negative_prompt,
+                width: resolved.width,
+                height: resolved.height,
+                steps: resolved.steps,
+                guidance_scale: resolved.guidance_scale,
+                seed: Some(generated.result.seed),
+                scheduler: resolved.scheduler,
+            }),
+            image: Some(image),
+            critique: Some(judged.critique.clone()),
+            timings: Some(CandidateTimings {
+                generate_seconds: generated.seconds,
+                critique_seconds: judged.seconds,
+                generator: Some(GenerateTimingsSummary {
+                    text_encode_seconds: stage.text_encode_seconds,
+                    denoise_seconds: stage.denoise_seconds,
+                    decode_seconds: stage.decode_seconds,
+                }),
+            }),
+            generator: generated.address,
+            critic: judged.address,
+        };
+        let score = judged.critique.score;
+        tracing::info!(job_id = %self.job_id, iteration = self.iteration, candidate = self.index, seed = candidate.seed, score, "candidate judged");
+        orch_metrics::candidate_done();
+
+        self.store.update(&self.job_id, |job| {
+            let iteration = job.iterations.get_mut(self.iteration as usize)?;
+            iteration.candidates.push(candidate.clone());
+            if job.best.is_none() || score > job.best_score {
+                job.best = Some(CandidateRef {
+                    iteration: self.iteration,
+                    candidate: self.index,
+                });
+                job.best_score = score;
+            }
+            Some(job_event::Event::Candidate(CandidateDone {
+                iteration: self.iteration,
+                candidate: Some(candidate),
+                best_score: job.best_score,
+            }))
+        })?;
+        Ok(())
+    }
+
+    /// Adds the attempts of a finished call to the job totals.
+    fn count_calls(&self, attempts: &AtomicU32, add: impl FnOnce(&mut JobTotals, u32)) {
+        let calls = attempts.load(Ordering::Relaxed);
+        let _ = self.store.update(&self.job_id, |job| {
+            add(job.totals.get_or_insert_with(JobTotals::default), calls);
+            None
+        });
+    }
+}
+
+/// Creates a job record for a resolved spec.
+pub fn new_job(spec: redraft_proto::JobSpec) -> Job {
+    let base_seed = spec
+        .params
+        .as_ref()
+        .and_then(|params| params.seed)
+        .unwrap_or_else(rand::random);
+    Job {
+        id: uuid::Uuid::new_v4().to_string(),
+        spec: Some(spec),
+        status: JobStatus::Queued as i32,
+        iterations: Vec::new(),
+        best: None,
+        best_score: 0.0,
+        error: String::new(),
+        totals: Some(JobTotals::default()),
+        created_at: now_unix(),
+        started_at: 0.0,
+        finished_at: 0.0,
+        base_seed,
+    }
+}

@@ -1,0 +1,280 @@
+//! Seeded datasets: rendered images with prompts, partial captions and hard
+//! negatives, plus prompt lists for evaluation.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::captions::{NegativeKind, hard_negatives, partial_captions};
+use crate::grammar::sample_prompt;
+use crate::render::{RenderError, render};
+use crate::world::Category;
+
+/// File name of the caption list inside a dataset directory.
+pub const CAPTIONS_FILE: &str = "captions.jsonl";
+/// Directory of the images inside a dataset directory.
+pub const IMAGES_DIR: &str = "images";
+
+/// One line of `captions.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptionRecord {
+    /// Image path relative to the dataset directory, e.g. "images/000000.png".
+    pub image: String,
+    pub prompt: String,
+    pub category: Category,
+    /// Captions that are true of the image but incomplete.
+    pub partial: Vec<String>,
+    /// Captions that contradict the image in one detail.
+    pub negatives: Vec<NegativeRecord>,
+}
+
+/// A hard negative caption and how it differs from the prompt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NegativeRecord {
+    pub text: String,
+    pub kind: NegativeKind,
+}
+
+/// What [`write_dataset`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetSummary {
+    pub images: usize,
+    pub captions_path: PathBuf,
+    /// Items per category, in the order of [`Category::ALL`].
+    pub per_category: [(Category, usize); 6],
+}
+
+/// Failures while writing or reading a dataset.
+#[derive(Debug, Error)]
+pub enum DatasetError {
+    #[error("failed to create directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("failed to write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+    #[error("failed to read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("failed to save image {path}: {source}")]
+    SaveImage {
+        path: PathBuf,
+        source: image::ImageError,
+    },
+    #[error("failed to render item {index} ({prompt:?}): {source}")]
+    Render {
+        index: usize,
+        prompt: String,
+        source: RenderError,
+    },
+    #[error("invalid caption record on line {line} of {path}: {source}")]
+    InvalidRecord {
+        path: PathBuf,
+        line: usize,
+        source: serde_json::Error,
+    },
+}
+
+/// Renders `count` images of `canvas_size` pixels into `dir/images/` and
+/// writes one [`CaptionRecord`] per image to `dir/captions.jsonl`.
+///
+/// Item `i` has category `Category::ALL[i % 6]`, so categories differ in
+/// size by at most one. Item `i` draws from its own ChaCha8 stream `i` of
+/// `seed`, so the output depends only on `count`, `canvas_size` and `seed`,
+/// and a longer dataset starts with the items of a shorter one. Existing files
+/// with the same names are overwritten.
+pub fn write_dataset(
+    dir: &Path,
+    count: usize,
+    canvas_size: u32,
+    seed: u64,
+) -> Result<DatasetSummary, DatasetError> {
+    let images_dir = dir.join(IMAGES_DIR);
+    fs::create_dir_all(&images_dir).map_err(|source| DatasetError::CreateDir {
+        path: images_dir.clone(),
+        source,
+    })?;
+    let captions_path = dir.join(CAPTIONS_FILE);
+    let write_error = |source| DatasetError::Write {
+        path: captions_path.clone(),
+        source,
+    };
+    let file = File::create(&captions_path).map_err(write_error)?;
+    let mut captions = BufWriter::new(file);
+    let mut per_category = Category::ALL.map(|category| (category, 0));
+
+    for index in 0..count {
+        let category_index = index % Category::ALL.len();
+        let category = Category::ALL[category_index];
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(index as u64);
+
+        let (prompt, spec) = sample_prompt(category, &mut rng);
+        let image = render(&spec, canvas_size, &mut rng).map_err(|source| DatasetError::Render {
+            index,
+            prompt: prompt.clone(),
+            source,
+        })?;
+        let relative = format!("{IMAGES_DIR}/{index:06}.png");
+        let image_path = dir.join(&relative);
+        image
+            .save(&image_path)
+            .map_err(|source| DatasetError::SaveImage {
+                path: image_path,
+                source,
+            })?;
+
+        let record = CaptionRecord {
+            image: relative,
+            prompt,
+            category,
+            partial: partial_captions(&spec),
+            negatives: hard_negatives(&spec, &mut rng)
+                .into_iter()
+                .map(|(text, kind)| NegativeRecord { text, kind })
+                .collect(),
+        };
+        serde_json::to_writer(&mut captions, &record)
+            .map_err(|error| write_error(io::Error::from(error)))?;
+        captions.write_all(b"\n").map_err(write_error)?;
+        per_category[category_index].1 += 1;
+    }
+    captions.flush().map_err(write_error)?;
+
+    Ok(DatasetSummary {
+        images: count,
+        captions_path,
+        per_category,
+    })
+}
+
+/// Reads every record of a `captions.jsonl` file.
+pub fn read_captions(path: &Path) -> Result<Vec<CaptionRecord>, DatasetError> {
+    let read_error = |source| DatasetError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(read_error)?;
+    let mut records = Vec::new();
+    for (index, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(read_error)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = serde_json::from_str(&line).map_err(|source| DatasetError::InvalidRecord {
+            path: path.to_owned(),
+            line: index + 1,
+            source,
+        })?;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// Samples `count_per_category` prompts of every category, grouped by
+/// category in the order of [`Category::ALL`]. The list depends only on the
+/// arguments. Prompts may repeat, because some categories have few distinct
+/// prompts.
+pub fn eval_prompts(count_per_category: usize, seed: u64) -> Vec<(String, Category)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut prompts = Vec::with_capacity(count_per_category * Category::ALL.len());
+    for category in Category::ALL {
+        for _ in 0..count_per_category {
+            let (prompt, _) = sample_prompt(category, &mut rng);
+            prompts.push((prompt, category));
+        }
+    }
+    prompts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oracle::judge;
+
+    #[test]
+    fn dataset_layout_and_records() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let summary = write_dataset(dir.path(), 14, 64, 5).expect("dataset writes");
+        assert_eq!(summary.images, 14);
+        assert_eq!(summary.captions_path, dir.path().join(CAPTIONS_FILE));
+        let counts: Vec<usize> = summary.per_category.iter().map(|(_, n)| *n).collect();
+        assert_eq!(counts, vec![3, 3, 2, 2, 2, 2]);
+
+        let records = read_captions(&summary.captions_path).expect("captions read");
+        assert_eq!(records.len(), 14);
+        assert_eq!(records[0].image, "images/000000.png");
+        assert_eq!(records[13].image, "images/000013.png");
+        for (index, record) in records.iter().enumerate() {
+            assert_eq!(record.category, Category::ALL[index % 6]);
+            assert!(!record.negatives.is_empty());
+            let image = image::open(dir.path().join(&record.image))
+                .expect("image opens")
+                .to_rgb8();
+            assert_eq!(image.dimensions(), (64, 64));
+            let verdict = judge(&image, &record.prompt).expect("prompt parses");
+            assert!(verdict.correct, "{}: {}", record.prompt, verdict.reason);
+        }
+    }
+
+    #[test]
+    fn json_lines_use_documented_keys() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        write_dataset(dir.path(), 6, 64, 1).expect("dataset writes");
+        let text = fs::read_to_string(dir.path().join(CAPTIONS_FILE)).expect("captions read");
+        let last = text.lines().last().expect("six lines");
+        let value: serde_json::Value = serde_json::from_str(last).expect("valid JSON");
+        assert_eq!(value["image"], "images/000005.png");
+        assert_eq!(value["category"], "color_attr");
+        assert!(value["prompt"].is_string());
+        assert!(value["partial"].is_array());
+        assert!(value["negatives"][0]["text"].is_string());
+        assert!(value["negatives"][0]["kind"].is_string());
+    }
+
+    #[test]
+    fn dataset_is_deterministic() {
+        let first = tempfile::tempdir().expect("temporary directory");
+        let second = tempfile::tempdir().expect("temporary directory");
+        write_dataset(first.path(), 8, 64, 42).expect("dataset writes");
+        write_dataset(second.path(), 5, 64, 42).expect("dataset writes");
+        let first_records = read_captions(&first.path().join(CAPTIONS_FILE)).expect("read");
+        let second_records = read_captions(&second.path().join(CAPTIONS_FILE)).expect("read");
+        assert_eq!(first_records[..5], second_records[..]);
+        for record in &second_records {
+            let a = fs::read(first.path().join(&record.image)).expect("image bytes");
+            let b = fs::read(second.path().join(&record.image)).expect("image bytes");
+            assert_eq!(a, b, "{}", record.image);
+        }
+    }
+
+    #[test]
+    fn invalid_canvas_reports_item() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let error = write_dataset(dir.path(), 3, 8, 1).expect_err("canvas too small");
+        assert!(matches!(error, DatasetError::Render { index: 0, .. }), "{error}");
+    }
+
+    #[test]
+    fn read_reports_bad_line() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join(CAPTIONS_FILE);
+        fs::write(&path, "{\"image\": 3}\n").expect("file writes");
+        let error = read_captions(&path).expect_err("record is invalid");
+        assert!(matches!(error, DatasetError::InvalidRecord { line: 1, .. }), "{error}");
+    }
+
+    #[test]
+    fn eval_prompts_are_balanced_and_seeded() {
+        let prompts = eval_prompts(10, 3);
+        assert_eq!(prompts.len(), 60);
+        for category in Category::ALL {
+            let found = prompts.iter().filter(|(_, c)| *c == category).count();
+            assert_eq!(found, 10, "{category}");
+        }
+        assert_eq!(prompts, eval_prompts(10, 3));
+        assert_ne!(prompts, eval_prompts(10, 4));
+    }
+}

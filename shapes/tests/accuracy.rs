@@ -1,0 +1,135 @@
+//! Oracle accuracy on rendered images, clean and corrupted.
+//!
+//! Each check renders sampled prompts of every category, then judges every
+//! image against its own prompt (must be correct), its partial captions (must
+//! be correct) and its hard negatives (must be incorrect).
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use redraft_shapes::{
+    Category, Corruption, caption, hard_negatives, judge, partial_captions, render, sample_prompt,
+};
+
+/// Verdict counts over one run.
+#[derive(Debug, Default)]
+struct Tally {
+    prompts: usize,
+    prompts_correct: usize,
+    partials: usize,
+    partials_correct: usize,
+    negatives: usize,
+    negatives_rejected: usize,
+    failures: Vec<String>,
+}
+
+impl Tally {
+    fn prompt_accuracy(&self) -> f64 {
+        self.prompts_correct as f64 / self.prompts as f64
+    }
+
+    fn partial_accuracy(&self) -> f64 {
+        self.partials_correct as f64 / self.partials as f64
+    }
+
+    fn negative_accuracy(&self) -> f64 {
+        self.negatives_rejected as f64 / self.negatives as f64
+    }
+
+    fn report(&self, label: &str) {
+        eprintln!(
+            "{label}: prompts {}/{} ({:.2}%), partial captions {}/{} ({:.2}%), hard negatives rejected {}/{} ({:.2}%)",
+            self.prompts_correct,
+            self.prompts,
+            100.0 * self.prompt_accuracy(),
+            self.partials_correct,
+            self.partials,
+            100.0 * self.partial_accuracy(),
+            self.negatives_rejected,
+            self.negatives,
+            100.0 * self.negative_accuracy(),
+        );
+        for failure in self.failures.iter().take(10) {
+            eprintln!("  {failure}");
+        }
+    }
+}
+
+fn measure(per_category: usize, canvas_size: u32, corruption: Corruption, seed: u64) -> Tally {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut tally = Tally::default();
+    for category in Category::ALL {
+        for _ in 0..per_category {
+            let (prompt, spec) = sample_prompt(category, &mut rng);
+            let clean = render(&spec, canvas_size, &mut rng).expect("spec renders");
+            let image = corruption.apply(&clean, &mut rng).expect("corruption is valid");
+
+            let verdict = judge(&image, &prompt).expect("prompt parses");
+            tally.prompts += 1;
+            if verdict.correct {
+                tally.prompts_correct += 1;
+            } else {
+                tally
+                    .failures
+                    .push(format!("{prompt:?} judged incorrect: {}", verdict.reason));
+            }
+
+            for partial in partial_captions(&spec) {
+                let verdict = judge(&image, &partial).expect("partial caption parses");
+                tally.partials += 1;
+                if verdict.correct {
+                    tally.partials_correct += 1;
+                } else {
+                    tally.failures.push(format!(
+                        "partial {partial:?} of {:?} judged incorrect: {}",
+                        caption(&spec),
+                        verdict.reason
+                    ));
+                }
+            }
+
+            for (negative, kind) in hard_negatives(&spec, &mut rng) {
+                let verdict = judge(&image, &negative).expect("negative parses");
+                tally.negatives += 1;
+                if verdict.correct {
+                    tally.failures.push(format!(
+                        "{kind:?} negative {negative:?} of {prompt:?} judged correct"
+                    ));
+                } else {
+                    tally.negatives_rejected += 1;
+                }
+            }
+        }
+    }
+    tally
+}
+
+#[test]
+fn clean_renders_are_judged_exactly() {
+    let tally = measure(60, 64, Corruption::NONE, 100);
+    tally.report("clean 64 px");
+    assert_eq!(tally.prompts, 360);
+    assert_eq!(tally.prompts_correct, tally.prompts);
+    assert_eq!(tally.partials_correct, tally.partials);
+    assert_eq!(tally.negatives_rejected, tally.negatives);
+}
+
+#[test]
+fn clean_renders_at_other_sizes() {
+    for canvas_size in [32, 48, 128] {
+        let tally = measure(30, canvas_size, Corruption::NONE, 200);
+        tally.report(&format!("clean {canvas_size} px"));
+        assert_eq!(tally.prompts_correct, tally.prompts, "{canvas_size} px");
+        assert_eq!(tally.partials_correct, tally.partials, "{canvas_size} px");
+        assert_eq!(tally.negatives_rejected, tally.negatives, "{canvas_size} px");
+    }
+}
+
+#[test]
+fn corrupted_renders_are_judged_accurately() {
+    let tally = measure(100, 64, Corruption::default(), 300);
+    tally.report("corrupted 64 px");
+    assert_eq!(tally.prompts, 600);
+    assert!(tally.prompt_accuracy() >= 0.98, "{:.4}", tally.prompt_accuracy());
+    assert!(tally.partial_accuracy() >= 0.98, "{:.4}", tally.partial_accuracy());
+    assert!(tally.negative_accuracy() >= 0.98, "{:.4}", tally.negative_accuracy());
+}
