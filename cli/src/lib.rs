@@ -1,1 +1,144 @@
-//! placeholder
+//! The `redraft` command: `up`, `generate`, `jobs`, `models`, and each actor
+//! as a subcommand.
+
+pub mod generate;
+pub mod jobs;
+pub mod launcher;
+pub mod models;
+pub mod report;
+pub mod stack;
+pub mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use redraft_common::telemetry::LogFormat;
+
+/// redraft: a self-reviewing image generator. A generator draws a draft, a
+/// critic checks it against the prompt, and an orchestrator decides what to
+/// try next until the critic is satisfied or the budget is spent.
+#[derive(Debug, Parser)]
+#[command(name = "redraft", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Logging flags of the commands for people.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    /// Log filter in `tracing` syntax, for example `info` or `redraft=debug`.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a generator, a critic and an orchestrator as child processes and
+    /// serve until Ctrl-C or SIGTERM.
+    Up(up::UpArgs),
+    /// Generate an image for a prompt with self-review, and write the final
+    /// image, every candidate and a report.
+    Generate(generate::GenerateArgs),
+    /// List, inspect or cancel jobs on a running orchestrator.
+    Jobs(jobs::JobsArgs),
+    /// Manage model folders.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+    /// Run the generator actor.
+    Generator(redraft_generator::GeneratorArgs),
+    /// Run the critic actor.
+    Critic(redraft_critic::CriticArgs),
+    /// Run the orchestrator actor.
+    Orchestrator(redraft_orchestrator::OrchestratorArgs),
+}
+
+/// `redraft models` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Write tiny random-weight generator and critic folders (DIR/generator,
+    /// DIR/critic) in the real layouts, for tests and trials.
+    Tiny {
+        /// Folder to write into.
+        dir: PathBuf,
+        /// Seed of the random weights.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+/// Parses the process arguments, runs the command and returns its exit
+/// code, printing any error; the whole of `main`.
+pub async fn main_entry() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the command line and returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Up(args) => {
+            init_logging(&args.log)?;
+            up::run(args).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Generate(args) => {
+            init_logging(&args.log)?;
+            generate::run(args).await
+        }
+        Command::Jobs(args) => {
+            init_logging(&args.log)?;
+            jobs::run(args).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Models { command } => match command {
+            ModelsCommand::Tiny { dir, seed } => {
+                let paths = models::write_tiny(&dir, seed)?;
+                println!("wrote {} and {}", paths.generator.display(), paths.critic.display());
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Command::Generator(args) => {
+            redraft_common::telemetry::init_logging(args.telemetry.log_format, &args.telemetry.log_level)?;
+            redraft_generator::run(args).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Critic(args) => {
+            redraft_common::telemetry::init_logging(args.telemetry.log_format, &args.telemetry.log_level)?;
+            redraft_critic::run(args).await.map(|()| ExitCode::SUCCESS)
+        }
+        Command::Orchestrator(args) => {
+            redraft_common::telemetry::init_logging(args.telemetry.log_format, &args.telemetry.log_level)?;
+            redraft_orchestrator::run(args).await.map(|()| ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
+    redraft_common::telemetry::init_logging(args.log_format, &args.log_level)
+}
+
+/// Connects to an orchestrator at `url`.
+pub async fn connect_orchestrator(
+    url: &str,
+) -> anyhow::Result<redraft_proto::orchestrator_client::OrchestratorClient<tonic::transport::Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|error| anyhow::anyhow!("invalid --orchestrator URL {url:?}: {error}"))?
+        .connect()
+        .await
+        .map_err(|error| anyhow::anyhow!("failed to connect to the orchestrator at {url}: {error}"))?;
+    Ok(redraft_proto::orchestrator_client::OrchestratorClient::new(channel)
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024))
+}

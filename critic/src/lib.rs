@@ -122,7 +122,7 @@ async fn load(args: &CriticArgs) -> anyhow::Result<Loaded> {
     // Warm up with one small image so the first request does not pay for lazy set-up.
     let warm_up = image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, 128]));
     handle
-        .critique("warm up".to_string(), warm_up)
+        .critique("a red circle".to_string(), warm_up)
         .await
         .map_err(|error| anyhow::anyhow!("warm-up critique failed: {error}"))?;
     Ok(Loaded { handle, info })

@@ -130,11 +130,11 @@ async fn load(args: &GeneratorArgs) -> anyhow::Result<Loaded> {
 
     // Warm up with one smallest image, one step, so the first request does not pay for lazy set-up.
     let warm_up = GenerateRequest {
-        prompt: "warm up".to_string(),
+        prompt: "a red circle".to_string(),
         seed: Some(0),
         width: limits.side_multiple as u32,
         height: limits.side_multiple as u32,
-        steps: 1,
+        steps: Some(1),
         request_id: "warm-up".to_string(),
         ..Default::default()
     };

@@ -66,15 +66,15 @@ pub fn resolve(
     let height = check_side("height", request.height, default_height, limits)?;
 
     let steps = match request.steps {
-        0 => limits.default_steps,
-        steps if steps as usize > limits.max_steps => {
+        None => limits.default_steps,
+        Some(steps) if steps == 0 || steps as usize > limits.max_steps => {
             return Err(InvalidArgument::new(
                 "steps",
                 steps,
                 format!("from 1 to {}", limits.max_steps),
             ));
         }
-        steps => steps as usize,
+        Some(steps) => steps as usize,
     };
 
     let guidance_scale = match request.guidance_scale {
@@ -137,7 +137,7 @@ pub fn resolve(
         seed: Some(seed),
         width: width as u32,
         height: height as u32,
-        steps: steps as u32,
+        steps: Some(steps as u32),
         guidance_scale: Some(guidance_scale as f32),
         scheduler: scheduler.name().to_string(),
         init_image: None,

@@ -62,11 +62,13 @@ fn resolve_params(params: GenerationParams, limits: &SpecLimits) -> Result<Gener
             ));
         }
     }
-    if params.steps > limits.max_steps {
+    if let Some(steps) = params.steps
+        && (steps == 0 || steps > limits.max_steps)
+    {
         return Err(InvalidArgument::new(
             "spec.params.steps",
-            params.steps,
-            format!("0 (model default) or from 1 to {}", limits.max_steps),
+            steps,
+            format!("from 1 to {}", limits.max_steps),
         ));
     }
     if let Some(scale) = params.guidance_scale
@@ -167,7 +169,8 @@ mod tests {
             (JobSpec { prompt: "x".repeat(101), ..spec() }, "spec.prompt"),
             (with_params(GenerationParams { width: 100, ..Default::default() }), "spec.params.width"),
             (with_params(GenerationParams { height: 2048, ..Default::default() }), "spec.params.height"),
-            (with_params(GenerationParams { steps: 151, ..Default::default() }), "spec.params.steps"),
+            (with_params(GenerationParams { steps: Some(0), ..Default::default() }), "spec.params.steps"),
+            (with_params(GenerationParams { steps: Some(151), ..Default::default() }), "spec.params.steps"),
             (with_params(GenerationParams { guidance_scale: Some(f32::NAN), ..Default::default() }), "spec.params.guidance_scale"),
             (with_policy(LoopPolicy { threshold: Some(1.5), ..Default::default() }), "spec.policy.threshold"),
             (with_policy(LoopPolicy { threshold: Some(-0.1), ..Default::default() }), "spec.policy.threshold"),

@@ -24,13 +24,13 @@ pub struct Corruption {
     pub noise_sigma: f32,
     /// Apply a 3x3 box blur.
     pub blur: bool,
-    /// Largest absolute shift per channel, in 8-bit units; each channel draws
+    /// Largest absolute shift per channel, in 8-bit units. Each channel draws
     /// its shift uniformly from `-max_color_shift..=max_color_shift`.
     pub max_color_shift: i16,
 }
 
 impl Default for Corruption {
-    /// The corruption the oracle's accuracy is tested against: noise with
+    /// Returns the corruption that the oracle's accuracy is tested against: noise with
     /// sigma 8 (about 8/255 of the range), a 3x3 box blur and shifts of up to
     /// 4 units per channel.
     fn default() -> Self {
@@ -158,10 +158,17 @@ mod tests {
             .expect("sigma is valid");
         let values: Vec<f32> = image.iter().map(|&value| f32::from(value)).collect();
         let mean = values.iter().sum::<f32>() / values.len() as f32;
-        let variance =
-            values.iter().map(|value| (value - mean).powi(2)).sum::<f32>() / values.len() as f32;
+        let variance = values
+            .iter()
+            .map(|value| (value - mean).powi(2))
+            .sum::<f32>()
+            / values.len() as f32;
         assert!((mean - 128.0).abs() < 0.5, "mean {mean}");
-        assert!((variance.sqrt() - 8.0).abs() < 0.5, "std {}", variance.sqrt());
+        assert!(
+            (variance.sqrt() - 8.0).abs() < 0.5,
+            "std {}",
+            variance.sqrt()
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::grammar::{PromptStyle, format_prompt};
 use crate::world::{Color, MAX_COUNT, MAX_OBJECTS, MIN_COUNT, Shape, Spec};
 
-/// How a hard negative differs from the spec it was made from.
+/// Kind of change that turns a spec into a hard negative.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NegativeKind {
@@ -34,7 +34,7 @@ impl NegativeKind {
         NegativeKind::OtherShape,
     ];
 
-    /// The snake_case name, identical to the serde name.
+    /// Returns the snake_case name, identical to the serde name.
     pub fn name(self) -> &'static str {
         match self {
             NegativeKind::WrongCount => "wrong_count",
@@ -46,13 +46,14 @@ impl NegativeKind {
     }
 }
 
-/// The canonical caption of `spec`: no "a photo of" prefix, number words and
-/// the short relation form.
+/// Writes the canonical caption of `spec`: no "a photo of" prefix, number
+/// words and the short relation form.
 pub fn caption(spec: &Spec) -> String {
     format_prompt(spec, PromptStyle::CANONICAL)
 }
 
-/// Captions that are true of every image of `spec` but leave something out.
+/// Lists captions that are true of every image of `spec` but leave something
+/// out.
 ///
 /// They are each group alone (when there are several), each coloured group
 /// without its colour, and the relation between the groups without colours
@@ -94,8 +95,8 @@ pub fn partial_captions(spec: &Spec) -> Vec<String> {
     partials
 }
 
-/// Hard negatives of `spec`: captions that differ from it in one detail, at
-/// most one of each [`NegativeKind`] that applies, in the order of
+/// Makes hard negatives of `spec`: captions that differ from it in one
+/// detail, at most one of each [`NegativeKind`] that applies, in the order of
 /// [`NegativeKind::ALL`].
 ///
 /// Every negative is a valid spec that contradicts every image of `spec`
@@ -201,7 +202,12 @@ mod tests {
         );
         assert_eq!(
             partial_captions(&pair),
-            vec!["a red square", "a square", "a yellow triangle", "a triangle"]
+            vec![
+                "a red square",
+                "a square",
+                "a yellow triangle",
+                "a triangle"
+            ]
         );
     }
 
@@ -223,9 +229,7 @@ mod tests {
             ],
             Some(Relation::LeftOf),
         );
-        assert!(
-            partial_captions(&colored).contains(&"a circle left of a square".to_owned())
-        );
+        assert!(partial_captions(&colored).contains(&"a circle left of a square".to_owned()));
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub struct NegativeRecord {
     pub kind: NegativeKind,
 }
 
-/// What [`write_dataset`] wrote.
+/// Summary of a dataset written by [`write_dataset`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatasetSummary {
     pub images: usize,
@@ -112,11 +112,12 @@ pub fn write_dataset(
         rng.set_stream(index as u64);
 
         let (prompt, spec) = sample_prompt(category, &mut rng);
-        let image = render(&spec, canvas_size, &mut rng).map_err(|source| DatasetError::Render {
-            index,
-            prompt: prompt.clone(),
-            source,
-        })?;
+        let image =
+            render(&spec, canvas_size, &mut rng).map_err(|source| DatasetError::Render {
+                index,
+                prompt: prompt.clone(),
+                source,
+            })?;
         let relative = format!("{IMAGES_DIR}/{index:06}.png");
         let image_path = dir.join(&relative);
         image
@@ -254,7 +255,10 @@ mod tests {
     fn invalid_canvas_reports_item() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let error = write_dataset(dir.path(), 3, 8, 1).expect_err("canvas too small");
-        assert!(matches!(error, DatasetError::Render { index: 0, .. }), "{error}");
+        assert!(
+            matches!(error, DatasetError::Render { index: 0, .. }),
+            "{error}"
+        );
     }
 
     #[test]
@@ -263,7 +267,10 @@ mod tests {
         let path = dir.path().join(CAPTIONS_FILE);
         fs::write(&path, "{\"image\": 3}\n").expect("file writes");
         let error = read_captions(&path).expect_err("record is invalid");
-        assert!(matches!(error, DatasetError::InvalidRecord { line: 1, .. }), "{error}");
+        assert!(
+            matches!(error, DatasetError::InvalidRecord { line: 1, .. }),
+            "{error}"
+        );
     }
 
     #[test]

@@ -52,7 +52,7 @@ const PHOTO_PREFIX: [&str; 3] = ["a", "photo", "of"];
 const NUMBER_WORDS: [&str; 4] = ["one", "two", "three", "four"];
 const DIGITS: [&str; 4] = ["1", "2", "3", "4"];
 
-/// Every word the grammar can produce or parse, each once.
+/// Lists every word the grammar can produce or parse, each once.
 pub fn vocabulary() -> Vec<&'static str> {
     let mut words: Vec<&'static str> = vec!["a", "an", "photo", "of", "and", "to", "the"];
     words.extend(NUMBER_WORDS);
@@ -248,9 +248,7 @@ impl<'a> Parser<'a> {
 
     /// Consumes the next word, or fails naming `expected`.
     fn take(&mut self, expected: &'static str) -> Result<&'a str, ParseError> {
-        let word = self
-            .peek()
-            .ok_or(ParseError::UnexpectedEnd { expected })?;
+        let word = self.peek().ok_or(ParseError::UnexpectedEnd { expected })?;
         self.next += 1;
         Ok(word)
     }

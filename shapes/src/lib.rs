@@ -8,7 +8,7 @@
 //! circles", "a circle left of a square") in the six GenEval categories, and
 //! parse into a [`Spec`]. The renderer draws random layouts that satisfy a
 //! spec exactly, and the oracle finds objects by colour and geometry and
-//! judges an image against a prompt by GenEval's rules. Everything random
+//! judges an image against a prompt by rules modelled on GenEval's. Everything random
 //! takes a seeded RNG, so datasets and evaluations are reproducible.
 //!
 //! ```
@@ -26,6 +26,7 @@ pub mod augment;
 pub mod captions;
 pub mod dataset;
 pub mod detect;
+mod features;
 pub mod grammar;
 pub mod oracle;
 pub mod render;

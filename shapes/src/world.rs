@@ -9,12 +9,13 @@ use thiserror::Error;
 
 /// Smallest count a group may request.
 pub const MIN_COUNT: u8 = 1;
-/// Largest count a group may request ("four").
+/// Largest count a group may request ("four"), as in GenEval's counting
+/// prompts.
 pub const MAX_COUNT: u8 = 4;
 /// Maximum number of objects in one spec.
 ///
 /// Invented limit: the renderer can place six of the largest shapes on a
-/// 64x64 canvas with the required gaps, and no prompt category asks for more
+/// 64x64 canvas with the required gaps, and no prompt category requests more
 /// than four.
 pub const MAX_OBJECTS: usize = 6;
 
@@ -33,7 +34,7 @@ pub enum Shape {
 impl Shape {
     pub const ALL: [Shape; 3] = [Shape::Circle, Shape::Square, Shape::Triangle];
 
-    /// Singular noun, as used after "a".
+    /// Returns the singular noun, as used after "a".
     pub fn word(self) -> &'static str {
         match self {
             Shape::Circle => "circle",
@@ -42,7 +43,7 @@ impl Shape {
         }
     }
 
-    /// Plural noun, as used after counts of two or more.
+    /// Returns the plural noun, as used after counts of two or more.
     pub fn plural(self) -> &'static str {
         match self {
             Shape::Circle => "circles",
@@ -51,7 +52,8 @@ impl Shape {
         }
     }
 
-    /// Noun that agrees with `count`: singular for one, plural otherwise.
+    /// Returns the noun that agrees with `count`: singular for one and plural
+    /// otherwise.
     pub fn noun(self, count: u8) -> &'static str {
         if count == 1 {
             self.word()
@@ -67,8 +69,9 @@ impl fmt::Display for Shape {
     }
 }
 
-/// A palette colour. Every colour has one fixed sRGB value; the renderer adds
-/// a few units of jitter per channel.
+/// A palette colour: the first six of GenEval's ten colour names. Every
+/// colour has one fixed sRGB value, and the renderer adds a few units of
+/// jitter per channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Color {
@@ -101,7 +104,7 @@ impl Color {
         }
     }
 
-    /// The palette value in sRGB.
+    /// Returns the palette value in sRGB.
     ///
     /// Chosen by hand so that the HSV hues are far apart (about 351, 26, 58,
     /// 134, 223 and 280 degrees) and every colour is saturated enough to stand
@@ -144,7 +147,7 @@ impl Relation {
         Relation::Below,
     ];
 
-    /// Canonical words between the two groups, e.g. "left of".
+    /// Returns the canonical words between the two groups, e.g. "left of".
     pub fn words(self) -> &'static str {
         match self {
             Relation::LeftOf => "left of",
@@ -154,7 +157,8 @@ impl Relation {
         }
     }
 
-    /// The relation that holds when the subject and the reference swap places.
+    /// Returns the relation that holds when the subject and the reference
+    /// swap places.
     pub fn opposite(self) -> Relation {
         match self {
             Relation::LeftOf => Relation::RightOf,
@@ -164,9 +168,9 @@ impl Relation {
         }
     }
 
-    /// Signed offset of `subject` from `reference` in the direction the
-    /// relation asks for, in pixels. Positive means the relation holds; image
-    /// y grows downwards.
+    /// Returns the signed offset of `subject` from `reference` in the
+    /// direction the relation requests, in pixels. Positive means the
+    /// relation holds. Image y grows downwards.
     pub fn offset(self, subject: (f32, f32), reference: (f32, f32)) -> f32 {
         match self {
             Relation::LeftOf => reference.0 - subject.0,
@@ -183,7 +187,9 @@ impl fmt::Display for Relation {
     }
 }
 
-/// Prompt categories, mirroring the GenEval benchmark's task names.
+/// Prompt categories of the GenEval benchmark (the tags in
+/// prompts/create_prompts.py of github.com/djghosh13/geneval), except that
+/// GenEval's `two_object` is named `two_objects` here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
@@ -212,7 +218,7 @@ impl Category {
         Category::ColorAttr,
     ];
 
-    /// The snake_case name, identical to the serde name.
+    /// Returns the snake_case name, identical to the serde name.
     pub fn name(self) -> &'static str {
         match self {
             Category::SingleObject => "single_object",
@@ -268,7 +274,7 @@ impl ObjectGroup {
     }
 }
 
-/// What a prompt asks for: object groups and at most one relation.
+/// What a prompt requests: object groups and at most one relation.
 ///
 /// When `relation` is set, it relates `groups[0]` (the subject) to
 /// `groups[1]` (the reference), and every subject object must stand in that
@@ -280,9 +286,12 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// Total number of objects the spec asks for.
+    /// Returns the total number of objects the spec requests.
     pub fn object_count(&self) -> usize {
-        self.groups.iter().map(|group| usize::from(group.count)).sum()
+        self.groups
+            .iter()
+            .map(|group| usize::from(group.count))
+            .sum()
     }
 
     /// Checks the rules every spec must follow.

@@ -1,0 +1,234 @@
+//! `redraft generate`: one self-review job, from prompt to files on disk.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use redraft_proto::{
+    CancelJobRequest, GenerationParams, Job, JobSpec, JobStatus, LoopPolicy, Strategy, SubmitJobRequest,
+    job_event,
+};
+
+use crate::LogArgs;
+use crate::stack::{self, StackConfig};
+
+/// Exit code of a job that ended FAILED.
+pub const EXIT_FAILED: u8 = 2;
+/// Exit code of a job that ended CANCELLED.
+pub const EXIT_CANCELLED: u8 = 3;
+
+/// Flags of `redraft generate`.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// The text prompt.
+    pub prompt: String,
+
+    /// Output folder for final.png, candidates/ and report.json.
+    #[arg(long, short)]
+    pub out: PathBuf,
+
+    /// Orchestrator URL, for example http://127.0.0.1:50050. Without it, redraft
+    /// starts its own actors on free loopback ports for this command.
+    #[arg(long, env = "REDRAFT_ORCHESTRATOR")]
+    pub orchestrator: Option<String>,
+
+    /// What the image should not show.
+    #[arg(long, default_value = "")]
+    pub negative_prompt: String,
+
+    /// Seed of the first candidate; later candidates use the following seeds. Default: random.
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Image width in pixels, a multiple of 8. Default: the model's.
+    #[arg(long)]
+    pub width: Option<u32>,
+
+    /// Image height in pixels, a multiple of 8. Default: the model's.
+    #[arg(long)]
+    pub height: Option<u32>,
+
+    /// Denoising steps. Default: the model's.
+    #[arg(long)]
+    pub steps: Option<u32>,
+
+    /// Classifier-free guidance scale. Default: the model's.
+    #[arg(long)]
+    pub guidance: Option<f32>,
+
+    /// Critic score in [0, 1] at which the job is satisfied.
+    #[arg(long, default_value_t = redraft_orchestrator::spec::DEFAULT_THRESHOLD)]
+    pub threshold: f32,
+
+    /// Iteration limit.
+    #[arg(long, default_value_t = redraft_orchestrator::spec::DEFAULT_MAX_ITERATIONS)]
+    pub max_iterations: u32,
+
+    /// Candidates drawn per iteration.
+    #[arg(long, default_value_t = redraft_orchestrator::spec::DEFAULT_CANDIDATES)]
+    pub candidates: u32,
+
+    /// Wall-clock budget in seconds. Default: the orchestrator's maximum.
+    #[arg(long)]
+    pub deadline: Option<f64>,
+
+    /// Generator model folder for the local actors. Default: models/shapes-v1/generator, else tiny models.
+    #[arg(long, env = "REDRAFT_GENERATOR_MODEL")]
+    pub generator_model: Option<PathBuf>,
+
+    /// Critic model folder for the local actors. Default: models/shapes-v1/critic, else tiny models.
+    #[arg(long, env = "REDRAFT_CRITIC_MODEL")]
+    pub critic_model: Option<PathBuf>,
+
+    /// Log filter of the local actors.
+    #[arg(long, default_value = "warn")]
+    pub actor_log_level: String,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl GenerateArgs {
+    fn spec(&self) -> JobSpec {
+        JobSpec {
+            prompt: self.prompt.clone(),
+            params: Some(GenerationParams {
+                negative_prompt: self.negative_prompt.clone(),
+                width: self.width.unwrap_or(0),
+                height: self.height.unwrap_or(0),
+                steps: self.steps,
+                guidance_scale: self.guidance,
+                seed: self.seed,
+                scheduler: String::new(),
+            }),
+            policy: Some(LoopPolicy {
+                threshold: Some(self.threshold),
+                max_iterations: Some(self.max_iterations),
+                candidates_per_iteration: Some(self.candidates),
+                deadline_seconds: self.deadline,
+                strategy: Strategy::BestOfN as i32,
+            }),
+        }
+    }
+}
+
+/// Runs `redraft generate`.
+pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
+    if let Some(url) = args.orchestrator.clone() {
+        return run_job(&url, &args).await;
+    }
+
+    // Start private actors for the duration of the command.
+    let launcher = crate::up::launcher(600.0, 5.0, &args.log, &args.actor_log_level)?;
+    let models = crate::models::resolve(args.generator_model.clone(), args.critic_model.clone())?;
+    let config = StackConfig {
+        models,
+        generators: 1,
+        critics: 1,
+        orchestrator_listen: "127.0.0.1:0".parse().expect("a valid socket address"),
+        orchestrator_args: Vec::new(),
+    };
+    tracing::info!("starting local actors");
+    let mut stack = stack::start(&launcher, &config).await?;
+    let outcome = tokio::select! {
+        outcome = run_job(&stack.orchestrator_url, &args) => outcome,
+        (name, status) = stack::first_exit(&mut stack.actors) => {
+            Err(anyhow::anyhow!("local {name} exited unexpectedly ({status})"))
+        }
+    };
+    launcher.stop_all(&mut stack.actors).await;
+    outcome
+}
+
+async fn run_job(url: &str, args: &GenerateArgs) -> anyhow::Result<ExitCode> {
+    let mut client = crate::connect_orchestrator(url).await?;
+    let mut stream = client
+        .generate(SubmitJobRequest { spec: Some(args.spec()) })
+        .await
+        .map_err(|status| anyhow::anyhow!("the orchestrator rejected the job: {}", status.message()))?
+        .into_inner();
+
+    let progress = ProgressBar::new(args.max_iterations as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} iteration {pos}/{len} [{bar:30}] {msg} ({elapsed})")
+            .expect("the progress template is valid")
+            .progress_chars("=> "),
+    );
+    progress.enable_steady_tick(Duration::from_millis(120));
+    progress.set_message("best score -");
+
+    let mut job_id = String::new();
+    let mut cancel_sent = false;
+    let finished: Job = loop {
+        let message = tokio::select! {
+            message = stream.message() => message,
+            _ = tokio::signal::ctrl_c(), if !cancel_sent && !job_id.is_empty() => {
+                progress.println("cancelling the job");
+                cancel_sent = true;
+                client.cancel_job(CancelJobRequest { job_id: job_id.clone() }).await?;
+                continue;
+            }
+        };
+        let Some(event) = message.map_err(|status| anyhow::anyhow!("job stream failed: {}", status.message()))? else {
+            anyhow::bail!("the orchestrator closed the job stream before the job finished");
+        };
+        job_id = event.job_id.clone();
+        match event.event {
+            Some(job_event::Event::Snapshot(job)) => {
+                progress.set_position(job.iterations.len() as u64);
+            }
+            Some(job_event::Event::IterationStarted(started)) => {
+                progress.set_position(started.iteration as u64);
+            }
+            Some(job_event::Event::Progress(step)) => {
+                progress.set_message(format!(
+                    "candidate {} step {}/{}",
+                    step.candidate + 1,
+                    step.step,
+                    step.total_steps
+                ));
+            }
+            Some(job_event::Event::Candidate(done)) => {
+                progress.set_message(format!("best score {:.3}", done.best_score));
+            }
+            Some(job_event::Event::IterationFinished(iteration)) => {
+                progress.set_position(iteration.index as u64 + 1);
+                progress.set_message(format!("best score {:.3}", iteration.best_score));
+            }
+            Some(job_event::Event::Finished(job)) => break job,
+            None => {}
+        }
+    };
+    progress.finish_and_clear();
+
+    let written = crate::report::write(&args.out, &finished)
+        .with_context(|| format!("failed to write the results to {}", args.out.display()))?;
+    let status = JobStatus::try_from(finished.status).unwrap_or(JobStatus::Unspecified);
+    let iterations = finished.iterations.len();
+    match status {
+        JobStatus::Satisfied | JobStatus::Exhausted => {
+            let verdict = if status == JobStatus::Satisfied { "satisfied" } else { "exhausted" };
+            println!(
+                "{verdict} after {iterations} iteration(s): best score {:.3}",
+                finished.best_score
+            );
+            if let Some(path) = &written.final_image {
+                println!("final image: {}", path.display());
+            }
+            println!("report: {}", written.report.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        JobStatus::Cancelled => {
+            eprintln!("job {} was cancelled: {}", finished.id, finished.error);
+            eprintln!("report: {}", written.report.display());
+            Ok(ExitCode::from(EXIT_CANCELLED))
+        }
+        _ => {
+            eprintln!("job {} failed: {}", finished.id, finished.error);
+            eprintln!("report: {}", written.report.display());
+            Ok(ExitCode::from(EXIT_FAILED))
+        }
+    }
+}
