@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use redraft_proto::{
-    CancelJobRequest, GenerationParams, Job, JobSpec, JobStatus, LoopPolicy, Strategy, SubmitJobRequest,
-    job_event,
+    CancelJobRequest, GenerationParams, Job, JobSpec, JobStatus, LoopPolicy, Strategy,
+    SubmitJobRequest, job_event,
 };
 
 use crate::LogArgs;
@@ -145,16 +145,22 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
 async fn run_job(url: &str, args: &GenerateArgs) -> anyhow::Result<ExitCode> {
     let mut client = crate::connect_orchestrator(url).await?;
     let mut stream = client
-        .generate(SubmitJobRequest { spec: Some(args.spec()) })
+        .generate(SubmitJobRequest {
+            spec: Some(args.spec()),
+        })
         .await
-        .map_err(|status| anyhow::anyhow!("the orchestrator rejected the job: {}", status.message()))?
+        .map_err(|status| {
+            anyhow::anyhow!("the orchestrator rejected the job: {}", status.message())
+        })?
         .into_inner();
 
     let progress = ProgressBar::new(args.max_iterations as u64);
     progress.set_style(
-        ProgressStyle::with_template("{spinner} iteration {pos}/{len} [{bar:30}] {msg} ({elapsed})")
-            .expect("the progress template is valid")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} iteration {pos}/{len} [{bar:30}] {msg} ({elapsed})",
+        )
+        .expect("the progress template is valid")
+        .progress_chars("=> "),
     );
     progress.enable_steady_tick(Duration::from_millis(120));
     progress.set_message("best score -");
@@ -171,7 +177,9 @@ async fn run_job(url: &str, args: &GenerateArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let Some(event) = message.map_err(|status| anyhow::anyhow!("job stream failed: {}", status.message()))? else {
+        let Some(event) =
+            message.map_err(|status| anyhow::anyhow!("job stream failed: {}", status.message()))?
+        else {
             anyhow::bail!("the orchestrator closed the job stream before the job finished");
         };
         job_id = event.job_id.clone();
@@ -209,7 +217,11 @@ async fn run_job(url: &str, args: &GenerateArgs) -> anyhow::Result<ExitCode> {
     let iterations = finished.iterations.len();
     match status {
         JobStatus::Satisfied | JobStatus::Exhausted => {
-            let verdict = if status == JobStatus::Satisfied { "satisfied" } else { "exhausted" };
+            let verdict = if status == JobStatus::Satisfied {
+                "satisfied"
+            } else {
+                "exhausted"
+            };
             println!(
                 "{verdict} after {iterations} iteration(s): best score {:.3}",
                 finished.best_score

@@ -10,7 +10,11 @@ use crate::LogArgs;
 #[derive(Debug, clap::Args)]
 pub struct JobsArgs {
     /// Orchestrator URL.
-    #[arg(long, env = "REDRAFT_ORCHESTRATOR", default_value = "http://127.0.0.1:50050")]
+    #[arg(
+        long,
+        env = "REDRAFT_ORCHESTRATOR",
+        default_value = "http://127.0.0.1:50050"
+    )]
     pub orchestrator: String,
 
     #[command(subcommand)]
@@ -56,8 +60,16 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
     let failed = |status: tonic::Status| anyhow::anyhow!("{}", status.message());
     match args.command {
         JobsCommand::List { limit } => {
-            let jobs = client.list_jobs(ListJobsRequest { limit }).await.map_err(failed)?.into_inner().jobs;
-            println!("{:<36}  {:<10}  {:>5}  {:>5}  prompt", "id", "status", "iters", "best");
+            let jobs = client
+                .list_jobs(ListJobsRequest { limit })
+                .await
+                .map_err(failed)?
+                .into_inner()
+                .jobs;
+            println!(
+                "{:<36}  {:<10}  {:>5}  {:>5}  prompt",
+                "id", "status", "iters", "best"
+            );
             for job in jobs {
                 let prompt = job.spec.map(|spec| spec.prompt).unwrap_or_default();
                 println!(
@@ -71,17 +83,28 @@ pub async fn run(args: JobsArgs) -> anyhow::Result<()> {
             }
         }
         JobsCommand::Get { job_id, out } => {
-            let job = client.get_job(GetJobRequest { job_id }).await.map_err(failed)?.into_inner();
+            let job = client
+                .get_job(GetJobRequest { job_id })
+                .await
+                .map_err(failed)?
+                .into_inner();
             match out {
                 Some(out) => {
                     let written = crate::report::write(&out, &job)?;
                     println!("report: {}", written.report.display());
                 }
-                None => println!("{}", serde_json::to_string_pretty(&crate::report::report_json(&job))?),
+                None => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&crate::report::report_json(&job))?
+                ),
             }
         }
         JobsCommand::Cancel { job_id } => {
-            let job = client.cancel_job(CancelJobRequest { job_id }).await.map_err(failed)?.into_inner();
+            let job = client
+                .cancel_job(CancelJobRequest { job_id })
+                .await
+                .map_err(failed)?
+                .into_inner();
             println!("job {} is {}", job.id, status_name(job.status));
         }
     }

@@ -93,7 +93,11 @@ impl Launcher {
             .arg(spec.role)
             .args(&spec.args)
             .env_clear()
-            .envs(INHERITED_ENV.iter().filter_map(|name| std::env::var(name).ok().map(|value| (*name, value))))
+            .envs(
+                INHERITED_ENV
+                    .iter()
+                    .filter_map(|name| std::env::var(name).ok().map(|value| (*name, value))),
+            )
             .env("LOG_LEVEL", &self.log_level)
             .env("LOG_FORMAT", &self.log_format)
             .stdin(Stdio::null())
@@ -162,7 +166,9 @@ impl Launcher {
         }
         match tokio::time::timeout(self.grace, actor.child.wait()).await {
             Ok(Ok(status)) => tracing::info!(actor = %actor.name, %status, "stopped"),
-            Ok(Err(error)) => tracing::warn!(actor = %actor.name, %error, "waiting for the actor failed"),
+            Ok(Err(error)) => {
+                tracing::warn!(actor = %actor.name, %error, "waiting for the actor failed")
+            }
             Err(_) => {
                 tracing::warn!(actor = %actor.name, grace = ?self.grace, "still running after SIGTERM; sending SIGKILL");
                 let _ = killpg(group, Signal::SIGKILL);

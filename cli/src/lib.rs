@@ -106,21 +106,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Models { command } => match command {
             ModelsCommand::Tiny { dir, seed } => {
                 let paths = models::write_tiny(&dir, seed)?;
-                println!("wrote {} and {}", paths.generator.display(), paths.critic.display());
+                println!(
+                    "wrote {} and {}",
+                    paths.generator.display(),
+                    paths.critic.display()
+                );
                 Ok(ExitCode::SUCCESS)
             }
         },
         Command::Generator(args) => {
-            redraft_common::telemetry::init_logging(args.telemetry.log_format, &args.telemetry.log_level)?;
-            redraft_generator::run(args).await.map(|()| ExitCode::SUCCESS)
+            redraft_common::telemetry::init_logging(
+                args.telemetry.log_format,
+                &args.telemetry.log_level,
+            )?;
+            redraft_generator::run(args)
+                .await
+                .map(|()| ExitCode::SUCCESS)
         }
         Command::Critic(args) => {
-            redraft_common::telemetry::init_logging(args.telemetry.log_format, &args.telemetry.log_level)?;
+            redraft_common::telemetry::init_logging(
+                args.telemetry.log_format,
+                &args.telemetry.log_level,
+            )?;
             redraft_critic::run(args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Orchestrator(args) => {
-            redraft_common::telemetry::init_logging(args.telemetry.log_format, &args.telemetry.log_level)?;
-            redraft_orchestrator::run(args).await.map(|()| ExitCode::SUCCESS)
+            redraft_common::telemetry::init_logging(
+                args.telemetry.log_format,
+                &args.telemetry.log_level,
+            )?;
+            redraft_orchestrator::run(args)
+                .await
+                .map(|()| ExitCode::SUCCESS)
         }
     }
 }
@@ -132,13 +149,18 @@ fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
 /// Connects to an orchestrator at `url`.
 pub async fn connect_orchestrator(
     url: &str,
-) -> anyhow::Result<redraft_proto::orchestrator_client::OrchestratorClient<tonic::transport::Channel>> {
+) -> anyhow::Result<redraft_proto::orchestrator_client::OrchestratorClient<tonic::transport::Channel>>
+{
     let channel = tonic::transport::Endpoint::from_shared(url.to_string())
         .map_err(|error| anyhow::anyhow!("invalid --orchestrator URL {url:?}: {error}"))?
         .connect()
         .await
-        .map_err(|error| anyhow::anyhow!("failed to connect to the orchestrator at {url}: {error}"))?;
-    Ok(redraft_proto::orchestrator_client::OrchestratorClient::new(channel)
-        .max_decoding_message_size(64 * 1024 * 1024)
-        .max_encoding_message_size(64 * 1024 * 1024))
+        .map_err(|error| {
+            anyhow::anyhow!("failed to connect to the orchestrator at {url}: {error}")
+        })?;
+    Ok(
+        redraft_proto::orchestrator_client::OrchestratorClient::new(channel)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024),
+    )
 }

@@ -29,9 +29,18 @@ pub fn write_tiny(dir: &Path, seed: u64) -> anyhow::Result<ModelPaths> {
         critic: dir.join("critic"),
     };
     redraft_generator::tiny::write_tiny_generator(&paths.generator, seed, SCENE_WORDS)
-        .with_context(|| format!("failed to write the tiny generator to {}", paths.generator.display()))?;
-    redraft_critic::tiny::write_tiny_clip(&paths.critic, seed, &[])
-        .with_context(|| format!("failed to write the tiny critic to {}", paths.critic.display()))?;
+        .with_context(|| {
+            format!(
+                "failed to write the tiny generator to {}",
+                paths.generator.display()
+            )
+        })?;
+    redraft_critic::tiny::write_tiny_clip(&paths.critic, seed, &[]).with_context(|| {
+        format!(
+            "failed to write the tiny critic to {}",
+            paths.critic.display()
+        )
+    })?;
     Ok(paths)
 }
 
@@ -47,10 +56,14 @@ pub fn resolve(generator: Option<PathBuf>, critic: Option<PathBuf>) -> anyhow::R
     }
     let trained = [
         PathBuf::from(DEFAULT_MODELS),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(DEFAULT_MODELS),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(DEFAULT_MODELS),
     ]
     .into_iter()
-    .find(|dir| dir.join("generator/model_index.json").is_file() && dir.join("critic/config.json").is_file());
+    .find(|dir| {
+        dir.join("generator/model_index.json").is_file() && dir.join("critic/config.json").is_file()
+    });
     let defaults = match trained {
         Some(dir) => ModelPaths {
             generator: dir.join("generator"),
@@ -92,12 +105,14 @@ fn tiny_in_cache() -> anyhow::Result<ModelPaths> {
         // Write into a fresh folder and rename it into place, so a
         // concurrent or interrupted run never leaves a half-written folder.
         let parent = dir.parent().context("the cache folder has a parent")?;
-        std::fs::create_dir_all(parent).with_context(|| format!("failed to create {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("failed to create {}", parent.display()))?;
         let staging = parent.join(format!(".tiny-staging-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
         write_tiny(&staging, TINY_SEED)?;
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&staging, &dir).with_context(|| format!("failed to move the tiny models to {}", dir.display()))?;
+        std::fs::rename(&staging, &dir)
+            .with_context(|| format!("failed to move the tiny models to {}", dir.display()))?;
     }
     tracing::warn!(
         folder = %dir.display(),

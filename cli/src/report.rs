@@ -30,22 +30,28 @@ pub fn candidate_file(iteration: u32, candidate: &Candidate) -> String {
 /// Writes the job's images and report into `out`, creating it.
 pub fn write(out: &Path, job: &Job) -> anyhow::Result<Written> {
     let candidates_dir = out.join("candidates");
-    std::fs::create_dir_all(&candidates_dir).with_context(|| format!("failed to create {}", candidates_dir.display()))?;
+    std::fs::create_dir_all(&candidates_dir)
+        .with_context(|| format!("failed to create {}", candidates_dir.display()))?;
 
     for iteration in &job.iterations {
         for candidate in &iteration.candidates {
             if let Some(image) = &candidate.image {
                 let path = candidates_dir.join(candidate_file(iteration.index, candidate));
-                std::fs::write(&path, &image.png).with_context(|| format!("failed to write {}", path.display()))?;
+                std::fs::write(&path, &image.png)
+                    .with_context(|| format!("failed to write {}", path.display()))?;
             }
         }
     }
 
     let final_image = match best_candidate(job) {
         Some((_, candidate)) => {
-            let image = candidate.image.as_ref().context("the best candidate has no image")?;
+            let image = candidate
+                .image
+                .as_ref()
+                .context("the best candidate has no image")?;
             let path = out.join("final.png");
-            std::fs::write(&path, &image.png).with_context(|| format!("failed to write {}", path.display()))?;
+            std::fs::write(&path, &image.png)
+                .with_context(|| format!("failed to write {}", path.display()))?;
             Some(path)
         }
         None => None,
@@ -53,21 +59,33 @@ pub fn write(out: &Path, job: &Job) -> anyhow::Result<Written> {
 
     let report = out.join("report.json");
     let text = serde_json::to_string_pretty(&report_json(job)).expect("json values serialise");
-    std::fs::write(&report, text + "\n").with_context(|| format!("failed to write {}", report.display()))?;
-    Ok(Written { final_image, report })
+    std::fs::write(&report, text + "\n")
+        .with_context(|| format!("failed to write {}", report.display()))?;
+    Ok(Written {
+        final_image,
+        report,
+    })
 }
 
 /// The best candidate and its iteration index.
 pub fn best_candidate(job: &Job) -> Option<(u32, &Candidate)> {
     let best = job.best.as_ref()?;
     let iteration = job.iterations.get(best.iteration as usize)?;
-    let candidate = iteration.candidates.iter().find(|candidate| candidate.index == best.candidate)?;
+    let candidate = iteration
+        .candidates
+        .iter()
+        .find(|candidate| candidate.index == best.candidate)?;
     Some((best.iteration, candidate))
 }
 
 fn status_name(status: i32) -> String {
     JobStatus::try_from(status)
-        .map(|status| status.as_str_name().trim_start_matches("JOB_STATUS_").to_lowercase())
+        .map(|status| {
+            status
+                .as_str_name()
+                .trim_start_matches("JOB_STATUS_")
+                .to_lowercase()
+        })
         .unwrap_or_else(|_| format!("unknown({status})"))
 }
 

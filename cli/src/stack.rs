@@ -89,7 +89,11 @@ pub async fn start(launcher: &Launcher, config: &StackConfig) -> anyhow::Result<
         "127.0.0.1:0".into(),
     ];
     for actor in &actors {
-        let flag = if actor.name.starts_with("generator") { "--generator" } else { "--critic" };
+        let flag = if actor.name.starts_with("generator") {
+            "--generator"
+        } else {
+            "--critic"
+        };
         args.push(flag.to_string());
         args.push(actor.url());
     }

@@ -44,11 +44,18 @@ pub struct UpArgs {
 }
 
 /// Checks the flags of `up` and builds its launcher.
-pub fn launcher(startup_timeout_seconds: f64, grace_seconds: f64, log: &LogArgs, child_log_level: &str) -> anyhow::Result<Launcher> {
-    if !(startup_timeout_seconds > 0.0) {
-        anyhow::bail!("--startup-timeout-seconds {startup_timeout_seconds} is invalid; it must be above 0");
+pub fn launcher(
+    startup_timeout_seconds: f64,
+    grace_seconds: f64,
+    log: &LogArgs,
+    child_log_level: &str,
+) -> anyhow::Result<Launcher> {
+    if startup_timeout_seconds.is_nan() || startup_timeout_seconds <= 0.0 {
+        anyhow::bail!(
+            "--startup-timeout-seconds {startup_timeout_seconds} is invalid; it must be above 0"
+        );
     }
-    if !(grace_seconds >= 0.0) {
+    if grace_seconds.is_nan() || grace_seconds < 0.0 {
         anyhow::bail!("--grace-seconds {grace_seconds} is invalid; it must be 0 or more");
     }
     Ok(Launcher {
@@ -72,7 +79,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             args.critics
         );
     }
-    let launcher = launcher(args.startup_timeout_seconds, args.grace_seconds, &args.log, &args.log.log_level)?;
+    let launcher = launcher(
+        args.startup_timeout_seconds,
+        args.grace_seconds,
+        &args.log,
+        &args.log.log_level,
+    )?;
     let models = crate::models::resolve(args.generator_model, args.critic_model)?;
     let config = StackConfig {
         models,
@@ -82,6 +94,15 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         orchestrator_args: Vec::new(),
     };
     let mut stack = stack::start(&launcher, &config).await?;
+    for actor in &stack.actors {
+        println!(
+            "{:<14} pid {:<8} grpc {}  metrics http://{}/metrics",
+            actor.name,
+            actor.pid().map(|pid| pid.to_string()).unwrap_or_default(),
+            actor.url(),
+            actor.addrs.metrics
+        );
+    }
     println!("redraft is up: orchestrator at {}", stack.orchestrator_url);
     println!("press Ctrl-C to stop");
 

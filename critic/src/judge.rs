@@ -19,7 +19,10 @@ pub struct Judge {
 impl Judge {
     /// Wraps a loaded model and its calibration.
     pub fn new(scorer: ClipScorer, calibration: Calibration) -> Self {
-        Self { scorer, calibration }
+        Self {
+            scorer,
+            calibration,
+        }
     }
 
     /// The CLIP model.

@@ -39,11 +39,16 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// until then), and serves.
 pub async fn run(args: CriticArgs) -> anyhow::Result<()> {
     args.validate()?;
-    let metrics_addr = redraft_common::telemetry::install_metrics_exporter(args.telemetry.metrics_addr)?;
+    let metrics_addr =
+        redraft_common::telemetry::install_metrics_exporter(args.telemetry.metrics_addr)?;
     worker::describe_metrics();
     let (listener, grpc_addr) = serving::bind(args.listen).await?;
     let (reporter, health) = serving::health_service(SERVICE_NAME).await;
-    BoundAddrs { grpc: grpc_addr, metrics: metrics_addr }.announce();
+    BoundAddrs {
+        grpc: grpc_addr,
+        metrics: metrics_addr,
+    }
+    .announce();
     tracing::info!(%grpc_addr, %metrics_addr, model = %args.model.display(), "critic listening; loading the model");
 
     let loaded = Arc::new(OnceCell::new());
@@ -99,7 +104,10 @@ async fn load(args: &CriticArgs) -> anyhow::Result<Loaded> {
         let device = Device::Cpu;
         let scorer = ClipScorer::load(&model_dir, &device, DType::F32)?;
         let calibration = Calibration::load(&model_dir)?;
-        tracing::info!(seconds = started.elapsed().as_secs_f64(), "critic model loaded");
+        tracing::info!(
+            seconds = started.elapsed().as_secs_f64(),
+            "critic model loaded"
+        );
         let info = CriticInfo {
             model_id: scorer.model_id().to_string(),
             build: Some(redraft_common::build_info()),
@@ -120,7 +128,9 @@ async fn load(args: &CriticArgs) -> anyhow::Result<Loaded> {
     let handle = JudgeHandle::spawn(judge, args.queue_capacity)?;
 
     // Warm up with one small image so the first request does not pay for lazy set-up.
-    let warm_up = image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([(x * 8) as u8, (y * 8) as u8, 128]));
+    let warm_up = image::RgbImage::from_fn(32, 32, |x, y| {
+        image::Rgb([(x * 8) as u8, (y * 8) as u8, 128])
+    });
     handle
         .critique("a red circle".to_string(), warm_up)
         .await

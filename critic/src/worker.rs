@@ -71,7 +71,9 @@ impl JudgeHandle {
                 });
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(CriticError::Unavailable("the model thread stopped".to_string()));
+                return Err(CriticError::Unavailable(
+                    "the model thread stopped".to_string(),
+                ));
             }
         }
         metrics::gauge!(QUEUE_DEPTH).set((self.capacity - self.queue.capacity()) as f64);
@@ -79,7 +81,10 @@ impl JudgeHandle {
         let outcome = receiver
             .await
             .map_err(|_| CriticError::Unavailable("the model thread stopped".to_string()))?;
-        tracing::debug!(seconds = queued.elapsed().as_secs_f64(), "critique finished");
+        tracing::debug!(
+            seconds = queued.elapsed().as_secs_f64(),
+            "critique finished"
+        );
         outcome
     }
 }

@@ -254,7 +254,14 @@ mod tests {
             ),
             (
                 GenerateRequest {
-                    steps: 51,
+                    steps: Some(0),
+                    ..request()
+                },
+                "steps",
+            ),
+            (
+                GenerateRequest {
+                    steps: Some(51),
                     ..request()
                 },
                 "steps",

@@ -113,7 +113,9 @@ async fn generate_once(
             None => {}
         }
     }
-    Err(tonic::Status::unknown("the generator closed the stream without a result"))
+    Err(tonic::Status::unknown(
+        "the generator closed the stream without a result",
+    ))
 }
 
 /// Judges one image, counting each attempt in `attempts`.
@@ -132,7 +134,10 @@ pub async fn critique(
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let call_started = Instant::now();
-        let outcome = client.critique(request.clone()).await.map(tonic::Response::into_inner);
+        let outcome = client
+            .critique(request.clone())
+            .await
+            .map(tonic::Response::into_inner);
         orch_metrics::replica_call("critic", call_started.elapsed(), outcome.as_ref().err());
         match outcome {
             Ok(critique) => {

@@ -8,17 +8,31 @@ use redraft_common::telemetry::TelemetryArgs;
 #[derive(Debug, Clone, clap::Args)]
 pub struct OrchestratorArgs {
     /// gRPC listen address. Port 0 picks a free port; the bound one is printed on stdout.
-    #[arg(long, env = "REDRAFT_ORCHESTRATOR_LISTEN", default_value = "127.0.0.1:50050")]
+    #[arg(
+        long,
+        env = "REDRAFT_ORCHESTRATOR_LISTEN",
+        default_value = "127.0.0.1:50050"
+    )]
     pub listen: SocketAddr,
 
     /// Generator replica address, for example `http://127.0.0.1:50051`. Repeat for more replicas
     /// (the environment variable takes a comma-separated list).
-    #[arg(long = "generator", env = "REDRAFT_GENERATORS", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "generator",
+        env = "REDRAFT_GENERATORS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub generators: Vec<String>,
 
     /// Critic replica address, for example `http://127.0.0.1:50052`. Repeat for more replicas
     /// (the environment variable takes a comma-separated list).
-    #[arg(long = "critic", env = "REDRAFT_CRITICS", value_delimiter = ',', required = true)]
+    #[arg(
+        long = "critic",
+        env = "REDRAFT_CRITICS",
+        value_delimiter = ',',
+        required = true
+    )]
     pub critics: Vec<String>,
 
     /// Jobs that may wait in the queue before new ones get RESOURCE_EXHAUSTED.
@@ -81,20 +95,23 @@ impl OrchestratorArgs {
                 anyhow::bail!("{flag} 0 is invalid; it must be at least 1");
             }
         }
-        if !(self.max_deadline_seconds > 0.0) {
+        if self.max_deadline_seconds.is_nan() || self.max_deadline_seconds <= 0.0 {
             anyhow::bail!(
                 "--max-deadline-seconds {} is invalid; it must be above 0",
                 self.max_deadline_seconds
             );
         }
-        if !(self.health_retry_seconds > 0.0) {
+        if self.health_retry_seconds.is_nan() || self.health_retry_seconds <= 0.0 {
             anyhow::bail!(
                 "--health-retry-seconds {} is invalid; it must be above 0",
                 self.health_retry_seconds
             );
         }
         if self.max_image_side < 8 {
-            anyhow::bail!("--max-image-side {} is too small; it must be at least 8", self.max_image_side);
+            anyhow::bail!(
+                "--max-image-side {} is too small; it must be at least 8",
+                self.max_image_side
+            );
         }
         Ok(())
     }

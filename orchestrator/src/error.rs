@@ -19,7 +19,10 @@ pub enum OrchestratorError {
 
     /// No replica of a pool is healthy.
     #[error("no healthy {pool} replica among {addresses}")]
-    NoHealthyReplica { pool: &'static str, addresses: String },
+    NoHealthyReplica {
+        pool: &'static str,
+        addresses: String,
+    },
 
     /// A replica call failed, after the retry on another replica.
     #[error("{pool} call to {address} failed: {code:?}: {message}")]

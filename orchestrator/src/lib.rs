@@ -42,15 +42,23 @@ pub const CRITIC_SERVICE: &str = "redraft.v1.Critic";
 /// at least one generator and one critic replica are healthy.
 pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
     args.validate()?;
-    let metrics_addr = redraft_common::telemetry::install_metrics_exporter(args.telemetry.metrics_addr)?;
+    let metrics_addr =
+        redraft_common::telemetry::install_metrics_exporter(args.telemetry.metrics_addr)?;
     metrics::describe();
     let (listener, grpc_addr) = serving::bind(args.listen).await?;
     let (reporter, health) = serving::health_service(SERVICE_NAME).await;
-    BoundAddrs { grpc: grpc_addr, metrics: metrics_addr }.announce();
+    BoundAddrs {
+        grpc: grpc_addr,
+        metrics: metrics_addr,
+    }
+    .announce();
     tracing::info!(%grpc_addr, %metrics_addr, generators = ?args.generators, critics = ?args.critics, "orchestrator listening");
 
-    let generators = Arc::new(Pool::new("generator", GENERATOR_SERVICE, &args.generators).map_err(anyhow::Error::msg)?);
-    let critics = Arc::new(Pool::new("critic", CRITIC_SERVICE, &args.critics).map_err(anyhow::Error::msg)?);
+    let generators = Arc::new(
+        Pool::new("generator", GENERATOR_SERVICE, &args.generators).map_err(anyhow::Error::msg)?,
+    );
+    let critics =
+        Arc::new(Pool::new("critic", CRITIC_SERVICE, &args.critics).map_err(anyhow::Error::msg)?);
     let stop_watching = CancellationToken::new();
     let retry = Duration::from_secs_f64(args.health_retry_seconds);
     generators.watch_health(retry, stop_watching.clone());
@@ -58,7 +66,8 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
 
     let store = Arc::new(JobStore::new(args.max_stored_jobs));
     let (queue, queue_receiver) = tokio::sync::mpsc::channel(args.queue_capacity);
-    Runner::new(store.clone(), generators.clone(), critics.clone()).start_workers(args.concurrent_jobs, queue_receiver);
+    Runner::new(store.clone(), generators.clone(), critics.clone())
+        .start_workers(args.concurrent_jobs, queue_receiver);
 
     let limits = SpecLimits {
         max_prompt_chars: args.max_prompt_chars as usize,
@@ -68,7 +77,14 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
         max_candidates: args.max_candidates,
         max_deadline_seconds: args.max_deadline_seconds,
     };
-    let service = OrchestratorService::new(store, queue, args.queue_capacity, limits, generators.clone(), critics.clone());
+    let service = OrchestratorService::new(
+        store,
+        queue,
+        args.queue_capacity,
+        limits,
+        generators.clone(),
+        critics.clone(),
+    );
 
     // Report SERVING once both pools have a healthy replica, and follow them after.
     let pools = (generators.clone(), critics.clone());

@@ -18,7 +18,10 @@ pub fn describe() {
     metrics::describe_counter!(JOBS_TOTAL, "Jobs finished, by final status.");
     metrics::describe_histogram!(ITERATIONS_PER_JOB, "Iterations each finished job ran.");
     metrics::describe_counter!(CANDIDATES_TOTAL, "Candidates drawn and judged.");
-    metrics::describe_counter!(REPLICA_CALLS_TOTAL, "Calls to generator and critic replicas, by pool.");
+    metrics::describe_counter!(
+        REPLICA_CALLS_TOTAL,
+        "Calls to generator and critic replicas, by pool."
+    );
     metrics::describe_counter!(
         REPLICA_CALL_ERRORS_TOTAL,
         "Failed calls to replicas, by pool and gRPC code."

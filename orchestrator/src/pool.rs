@@ -195,12 +195,21 @@ impl Pool {
     }
 
     fn addresses(&self) -> String {
-        let addresses: Vec<&str> = self.replicas.iter().map(|replica| replica.address()).collect();
+        let addresses: Vec<&str> = self
+            .replicas
+            .iter()
+            .map(|replica| replica.address())
+            .collect();
         addresses.join(", ")
     }
 }
 
-async fn follow_health(replica: &Replica, service: &str, retry: Duration, changed: &tokio::sync::Notify) {
+async fn follow_health(
+    replica: &Replica,
+    service: &str,
+    retry: Duration,
+    changed: &tokio::sync::Notify,
+) {
     loop {
         let mut client = HealthClient::new(replica.channel());
         let request = HealthCheckRequest {
@@ -216,7 +225,11 @@ async fn follow_health(replica: &Replica, service: &str, retry: Duration, change
                             let was = replica.healthy.swap(serving, Ordering::Relaxed);
                             if was != serving {
                                 changed.notify_waiters();
-                                tracing::info!(replica = replica.address(), serving, "replica health changed");
+                                tracing::info!(
+                                    replica = replica.address(),
+                                    serving,
+                                    "replica health changed"
+                                );
                             }
                         }
                         Ok(None) => break,
@@ -233,7 +246,10 @@ async fn follow_health(replica: &Replica, service: &str, retry: Duration, change
         }
         if replica.healthy.swap(false, Ordering::Relaxed) {
             changed.notify_waiters();
-            tracing::warn!(replica = replica.address(), "replica unreachable; marked unhealthy");
+            tracing::warn!(
+                replica = replica.address(),
+                "replica unreachable; marked unhealthy"
+            );
         }
         tokio::time::sleep(retry).await;
     }

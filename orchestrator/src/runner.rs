@@ -65,7 +65,12 @@ impl Runner {
                 loop {
                     let next = queue.lock().await.recv().await;
                     let Some(job_id) = next else { break };
-                    orch_metrics::queue_depth(runner.store.count_status(JobStatus::Queued).saturating_sub(1));
+                    orch_metrics::queue_depth(
+                        runner
+                            .store
+                            .count_status(JobStatus::Queued)
+                            .saturating_sub(1),
+                    );
                     runner.run_job(&job_id).await;
                 }
             });
@@ -79,7 +84,9 @@ impl Runner {
     }
 
     async fn run_job_in_span(&self, job_id: &str) {
-        let Ok(cancel) = self.store.cancel_token(job_id) else { return };
+        let Ok(cancel) = self.store.cancel_token(job_id) else {
+            return;
+        };
         let started = self.store.update(job_id, |job| {
             if job.status != JobStatus::Queued as i32 {
                 return None;
@@ -92,10 +99,19 @@ impl Runner {
         if job.status != JobStatus::Running as i32 {
             return;
         }
-        let policy = job.spec.clone().unwrap_or_default().policy.unwrap_or_default();
+        let policy = job
+            .spec
+            .clone()
+            .unwrap_or_default()
+            .policy
+            .unwrap_or_default();
         let deadline = policy.deadline_seconds.unwrap_or(f64::MAX);
         let clock = Instant::now();
-        let prompt = job.spec.as_ref().map(|spec| spec.prompt.as_str()).unwrap_or_default();
+        let prompt = job
+            .spec
+            .as_ref()
+            .map(|spec| spec.prompt.as_str())
+            .unwrap_or_default();
         tracing::info!(%prompt, "job started");
 
         let ending = tokio::select! {
@@ -113,7 +129,7 @@ impl Runner {
             Err(error) => return Ending::Failed(error),
         };
         let spec = job.spec.clone().unwrap_or_default();
-        let policy = spec.policy.clone().unwrap_or_default();
+        let policy = spec.policy.unwrap_or_default();
         let threshold = policy.threshold.unwrap_or_default();
         let max_iterations = policy.max_iterations.unwrap_or(1);
 
@@ -178,17 +194,25 @@ impl Runner {
             let finished = self.store.update(job_id, |job| {
                 let best_score = job.best_score;
                 let iteration = job.iterations.last_mut()?;
-                iteration.candidates.sort_by_key(|candidate| candidate.index);
+                iteration
+                    .candidates
+                    .sort_by_key(|candidate| candidate.index);
                 iteration.best_score = best_score;
                 iteration.seconds = iteration_started.elapsed().as_secs_f64();
-                job.totals.get_or_insert_with(JobTotals::default).wall_seconds = clock.elapsed().as_secs_f64();
+                job.totals
+                    .get_or_insert_with(JobTotals::default)
+                    .wall_seconds = clock.elapsed().as_secs_f64();
                 Some(job_event::Event::IterationFinished(iteration.clone()))
             });
             let job = match finished {
                 Ok(job) => job,
                 Err(error) => return Ending::Failed(error),
             };
-            tracing::info!(iteration = index, best_score = job.best_score, "iteration finished");
+            tracing::info!(
+                iteration = index,
+                best_score = job.best_score,
+                "iteration finished"
+            );
             if job.best.is_some() && job.best_score >= threshold {
                 return Ending::Satisfied;
             }
@@ -206,9 +230,10 @@ impl Runner {
                 }
                 Ending::Cancelled => (JobStatus::Cancelled, "cancelled by a client".to_string()),
                 Ending::Failed(error) => (JobStatus::Failed, error.to_string()),
-                Ending::DeadlinePassed(seconds) if job.best.is_some() => {
-                    (JobStatus::Exhausted, format!("the deadline of {seconds} s passed"))
-                }
+                Ending::DeadlinePassed(seconds) if job.best.is_some() => (
+                    JobStatus::Exhausted,
+                    format!("the deadline of {seconds} s passed"),
+                ),
                 Ending::DeadlinePassed(seconds) => (
                     JobStatus::Failed,
                     format!("the deadline of {seconds} s passed before any candidate was judged"),
@@ -216,19 +241,28 @@ impl Runner {
             };
             // Candidates of an interrupted iteration stay recorded, in index order.
             if let Some(iteration) = job.iterations.last_mut() {
-                iteration.candidates.sort_by_key(|candidate| candidate.index);
+                iteration
+                    .candidates
+                    .sort_by_key(|candidate| candidate.index);
             }
             job.status = status as i32;
             job.error = error;
             job.finished_at = now_unix();
-            job.totals.get_or_insert_with(JobTotals::default).wall_seconds = clock.elapsed().as_secs_f64();
+            job.totals
+                .get_or_insert_with(JobTotals::default)
+                .wall_seconds = clock.elapsed().as_secs_f64();
             Some(job_event::Event::Finished(job.clone()))
         });
         if let Ok(job) = outcome {
             let status = JobStatus::try_from(job.status).unwrap_or(JobStatus::Unspecified);
             orch_metrics::job_finished(status, job.iterations.len());
             if job.error.is_empty() {
-                tracing::info!(status = status.as_str_name(), best_score = job.best_score, iterations = job.iterations.len(), "job finished");
+                tracing::info!(
+                    status = status.as_str_name(),
+                    best_score = job.best_score,
+                    iterations = job.iterations.len(),
+                    "job finished"
+                );
             } else {
                 tracing::warn!(status = status.as_str_name(), error = %job.error, iterations = job.iterations.len(), "job finished");
             }
@@ -279,11 +313,16 @@ impl CandidateContext {
         let generated = calls::generate(&self.generators, request, &on_progress, &attempts).await;
         self.count_calls(&attempts, |totals, calls| totals.generator_calls += calls);
         let generated = generated?;
-        let image = generated.result.image.clone().ok_or_else(|| OrchestratorError::BadResponse {
-            pool: "generator",
-            address: generated.address.clone(),
-            message: "the result has no image".to_string(),
-        })?;
+        let image =
+            generated
+                .result
+                .image
+                .clone()
+                .ok_or_else(|| OrchestratorError::BadResponse {
+                    pool: "generator",
+                    address: generated.address.clone(),
+                    message: "the result has no image".to_string(),
+                })?;
 
         let attempts = AtomicU32::new(0);
         let request = CritiqueRequest {

@@ -162,7 +162,10 @@ fn replica_infos(pool: &Pool) -> Vec<ReplicaInfo> {
 
 #[tonic::async_trait]
 impl Orchestrator for OrchestratorService {
-    async fn info(&self, _request: Request<InfoRequest>) -> Result<Response<OrchestratorInfo>, Status> {
+    async fn info(
+        &self,
+        _request: Request<InfoRequest>,
+    ) -> Result<Response<OrchestratorInfo>, Status> {
         Ok(Response::new(OrchestratorInfo {
             build: Some(redraft_common::build_info()),
             max_iterations: self.limits.max_iterations,
@@ -175,7 +178,10 @@ impl Orchestrator for OrchestratorService {
         }))
     }
 
-    async fn submit_job(&self, request: Request<SubmitJobRequest>) -> Result<Response<Job>, Status> {
+    async fn submit_job(
+        &self,
+        request: Request<SubmitJobRequest>,
+    ) -> Result<Response<Job>, Status> {
         let started = Instant::now();
         let outcome = self.submit(request.into_inner());
         record("submit_job", started, &outcome);
@@ -201,7 +207,10 @@ impl Orchestrator for OrchestratorService {
         Ok(Response::new(outcome?))
     }
 
-    async fn cancel_job(&self, request: Request<CancelJobRequest>) -> Result<Response<Job>, Status> {
+    async fn cancel_job(
+        &self,
+        request: Request<CancelJobRequest>,
+    ) -> Result<Response<Job>, Status> {
         let started = Instant::now();
         let job_id = request.into_inner().job_id;
         let outcome = self.store.cancel_token(&job_id).and_then(|token| {
@@ -222,7 +231,10 @@ impl Orchestrator for OrchestratorService {
         Ok(Response::new(outcome?))
     }
 
-    async fn list_jobs(&self, request: Request<ListJobsRequest>) -> Result<Response<ListJobsResponse>, Status> {
+    async fn list_jobs(
+        &self,
+        request: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsResponse>, Status> {
         let started = Instant::now();
         let limit = match request.into_inner().limit {
             0 => DEFAULT_LIST_LIMIT,
@@ -237,9 +249,14 @@ impl Orchestrator for OrchestratorService {
 
     type GenerateStream = JobEventStream;
 
-    async fn generate(&self, request: Request<SubmitJobRequest>) -> Result<Response<Self::GenerateStream>, Status> {
+    async fn generate(
+        &self,
+        request: Request<SubmitJobRequest>,
+    ) -> Result<Response<Self::GenerateStream>, Status> {
         let started = Instant::now();
-        let outcome = self.submit(request.into_inner()).and_then(|job| self.watch(&job.id));
+        let outcome = self
+            .submit(request.into_inner())
+            .and_then(|job| self.watch(&job.id));
         record("generate", started, &outcome);
         Ok(Response::new(outcome?))
     }

@@ -33,7 +33,8 @@ pub struct SpecLimits {
 
 /// Checks a submitted spec and fills in the policy defaults.
 pub fn resolve(spec: Option<JobSpec>, limits: &SpecLimits) -> Result<JobSpec, InvalidArgument> {
-    let spec = spec.ok_or_else(|| InvalidArgument::new("spec", "unset", "a job spec with a prompt"))?;
+    let spec =
+        spec.ok_or_else(|| InvalidArgument::new("spec", "unset", "a job spec with a prompt"))?;
     check_prompt("spec.prompt", &spec.prompt, limits.max_prompt_chars)?;
     let params = resolve_params(spec.params.unwrap_or_default(), limits)?;
     let policy = resolve_policy(spec.policy.unwrap_or_default(), limits)?;
@@ -44,7 +45,10 @@ pub fn resolve(spec: Option<JobSpec>, limits: &SpecLimits) -> Result<JobSpec, In
     })
 }
 
-fn resolve_params(params: GenerationParams, limits: &SpecLimits) -> Result<GenerationParams, InvalidArgument> {
+fn resolve_params(
+    params: GenerationParams,
+    limits: &SpecLimits,
+) -> Result<GenerationParams, InvalidArgument> {
     let negative_chars = params.negative_prompt.chars().count();
     if negative_chars > limits.max_prompt_chars {
         return Err(InvalidArgument::new(
@@ -53,12 +57,18 @@ fn resolve_params(params: GenerationParams, limits: &SpecLimits) -> Result<Gener
             format!("at most {} characters", limits.max_prompt_chars),
         ));
     }
-    for (field, value) in [("spec.params.width", params.width), ("spec.params.height", params.height)] {
+    for (field, value) in [
+        ("spec.params.width", params.width),
+        ("spec.params.height", params.height),
+    ] {
         if value != 0 && (value % SIDE_MULTIPLE != 0 || value > limits.max_side) {
             return Err(InvalidArgument::new(
                 field,
                 value,
-                format!("0 (model default) or a multiple of {SIDE_MULTIPLE} up to {}", limits.max_side),
+                format!(
+                    "0 (model default) or a multiple of {SIDE_MULTIPLE} up to {}",
+                    limits.max_side
+                ),
             ));
         }
     }
@@ -74,7 +84,11 @@ fn resolve_params(params: GenerationParams, limits: &SpecLimits) -> Result<Gener
     if let Some(scale) = params.guidance_scale
         && !(0.0..=50.0).contains(&scale)
     {
-        return Err(InvalidArgument::new("spec.params.guidance_scale", scale, "from 0 to 50"));
+        return Err(InvalidArgument::new(
+            "spec.params.guidance_scale",
+            scale,
+            "from 0 to 50",
+        ));
     }
     Ok(params)
 }
@@ -82,7 +96,11 @@ fn resolve_params(params: GenerationParams, limits: &SpecLimits) -> Result<Gener
 fn resolve_policy(policy: LoopPolicy, limits: &SpecLimits) -> Result<LoopPolicy, InvalidArgument> {
     let threshold = policy.threshold.unwrap_or(DEFAULT_THRESHOLD);
     if !(0.0..=1.0).contains(&threshold) {
-        return Err(InvalidArgument::new("spec.policy.threshold", threshold, "in [0, 1]"));
+        return Err(InvalidArgument::new(
+            "spec.policy.threshold",
+            threshold,
+            "in [0, 1]",
+        ));
     }
     let max_iterations = policy.max_iterations.unwrap_or(DEFAULT_MAX_ITERATIONS);
     if max_iterations == 0 || max_iterations > limits.max_iterations {
@@ -92,7 +110,9 @@ fn resolve_policy(policy: LoopPolicy, limits: &SpecLimits) -> Result<LoopPolicy,
             format!("from 1 to {}", limits.max_iterations),
         ));
     }
-    let candidates = policy.candidates_per_iteration.unwrap_or(DEFAULT_CANDIDATES);
+    let candidates = policy
+        .candidates_per_iteration
+        .unwrap_or(DEFAULT_CANDIDATES);
     if candidates == 0 || candidates > limits.max_candidates {
         return Err(InvalidArgument::new(
             "spec.policy.candidates_per_iteration",
@@ -100,7 +120,9 @@ fn resolve_policy(policy: LoopPolicy, limits: &SpecLimits) -> Result<LoopPolicy,
             format!("from 1 to {}", limits.max_candidates),
         ));
     }
-    let deadline = policy.deadline_seconds.unwrap_or(limits.max_deadline_seconds);
+    let deadline = policy
+        .deadline_seconds
+        .unwrap_or(limits.max_deadline_seconds);
     if !(deadline > 0.0 && deadline <= limits.max_deadline_seconds) {
         return Err(InvalidArgument::new(
             "spec.policy.deadline_seconds",
@@ -162,25 +184,127 @@ mod tests {
 
     #[test]
     fn bad_fields_named() {
-        let with_params = |params: GenerationParams| JobSpec { params: Some(params), ..spec() };
-        let with_policy = |policy: LoopPolicy| JobSpec { policy: Some(policy), ..spec() };
+        let with_params = |params: GenerationParams| JobSpec {
+            params: Some(params),
+            ..spec()
+        };
+        let with_policy = |policy: LoopPolicy| JobSpec {
+            policy: Some(policy),
+            ..spec()
+        };
         let cases = vec![
-            (JobSpec { prompt: String::new(), ..spec() }, "spec.prompt"),
-            (JobSpec { prompt: "x".repeat(101), ..spec() }, "spec.prompt"),
-            (with_params(GenerationParams { width: 100, ..Default::default() }), "spec.params.width"),
-            (with_params(GenerationParams { height: 2048, ..Default::default() }), "spec.params.height"),
-            (with_params(GenerationParams { steps: Some(0), ..Default::default() }), "spec.params.steps"),
-            (with_params(GenerationParams { steps: Some(151), ..Default::default() }), "spec.params.steps"),
-            (with_params(GenerationParams { guidance_scale: Some(f32::NAN), ..Default::default() }), "spec.params.guidance_scale"),
-            (with_policy(LoopPolicy { threshold: Some(1.5), ..Default::default() }), "spec.policy.threshold"),
-            (with_policy(LoopPolicy { threshold: Some(-0.1), ..Default::default() }), "spec.policy.threshold"),
-            (with_policy(LoopPolicy { max_iterations: Some(0), ..Default::default() }), "spec.policy.max_iterations"),
-            (with_policy(LoopPolicy { max_iterations: Some(17), ..Default::default() }), "spec.policy.max_iterations"),
-            (with_policy(LoopPolicy { candidates_per_iteration: Some(0), ..Default::default() }), "spec.policy.candidates_per_iteration"),
-            (with_policy(LoopPolicy { candidates_per_iteration: Some(9), ..Default::default() }), "spec.policy.candidates_per_iteration"),
-            (with_policy(LoopPolicy { deadline_seconds: Some(0.0), ..Default::default() }), "spec.policy.deadline_seconds"),
-            (with_policy(LoopPolicy { deadline_seconds: Some(601.0), ..Default::default() }), "spec.policy.deadline_seconds"),
-            (with_policy(LoopPolicy { strategy: 99, ..Default::default() }), "spec.policy.strategy"),
+            (
+                JobSpec {
+                    prompt: String::new(),
+                    ..spec()
+                },
+                "spec.prompt",
+            ),
+            (
+                JobSpec {
+                    prompt: "x".repeat(101),
+                    ..spec()
+                },
+                "spec.prompt",
+            ),
+            (
+                with_params(GenerationParams {
+                    width: 100,
+                    ..Default::default()
+                }),
+                "spec.params.width",
+            ),
+            (
+                with_params(GenerationParams {
+                    height: 2048,
+                    ..Default::default()
+                }),
+                "spec.params.height",
+            ),
+            (
+                with_params(GenerationParams {
+                    steps: Some(0),
+                    ..Default::default()
+                }),
+                "spec.params.steps",
+            ),
+            (
+                with_params(GenerationParams {
+                    steps: Some(151),
+                    ..Default::default()
+                }),
+                "spec.params.steps",
+            ),
+            (
+                with_params(GenerationParams {
+                    guidance_scale: Some(f32::NAN),
+                    ..Default::default()
+                }),
+                "spec.params.guidance_scale",
+            ),
+            (
+                with_policy(LoopPolicy {
+                    threshold: Some(1.5),
+                    ..Default::default()
+                }),
+                "spec.policy.threshold",
+            ),
+            (
+                with_policy(LoopPolicy {
+                    threshold: Some(-0.1),
+                    ..Default::default()
+                }),
+                "spec.policy.threshold",
+            ),
+            (
+                with_policy(LoopPolicy {
+                    max_iterations: Some(0),
+                    ..Default::default()
+                }),
+                "spec.policy.max_iterations",
+            ),
+            (
+                with_policy(LoopPolicy {
+                    max_iterations: Some(17),
+                    ..Default::default()
+                }),
+                "spec.policy.max_iterations",
+            ),
+            (
+                with_policy(LoopPolicy {
+                    candidates_per_iteration: Some(0),
+                    ..Default::default()
+                }),
+                "spec.policy.candidates_per_iteration",
+            ),
+            (
+                with_policy(LoopPolicy {
+                    candidates_per_iteration: Some(9),
+                    ..Default::default()
+                }),
+                "spec.policy.candidates_per_iteration",
+            ),
+            (
+                with_policy(LoopPolicy {
+                    deadline_seconds: Some(0.0),
+                    ..Default::default()
+                }),
+                "spec.policy.deadline_seconds",
+            ),
+            (
+                with_policy(LoopPolicy {
+                    deadline_seconds: Some(601.0),
+                    ..Default::default()
+                }),
+                "spec.policy.deadline_seconds",
+            ),
+            (
+                with_policy(LoopPolicy {
+                    strategy: 99,
+                    ..Default::default()
+                }),
+                "spec.policy.strategy",
+            ),
         ];
         for (spec, field) in cases {
             let error = resolve(Some(spec), &limits()).unwrap_err();

@@ -53,7 +53,9 @@ impl JobStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Adds a new job.
@@ -83,12 +85,20 @@ impl JobStore {
         let finished = inner
             .order
             .iter()
-            .filter(|id| inner.jobs.get(*id).is_some_and(|entry| is_finished(entry.job.status)))
+            .filter(|id| {
+                inner
+                    .jobs
+                    .get(*id)
+                    .is_some_and(|entry| is_finished(entry.job.status))
+            })
             .count();
         let mut excess = finished.saturating_sub(self.max_finished);
         let mut kept = VecDeque::with_capacity(inner.order.len());
         for id in inner.order.drain(..) {
-            let finished = inner.jobs.get(&id).is_some_and(|entry| is_finished(entry.job.status));
+            let finished = inner
+                .jobs
+                .get(&id)
+                .is_some_and(|entry| is_finished(entry.job.status));
             if excess > 0 && finished {
                 inner.jobs.remove(&id);
                 excess -= 1;
@@ -127,7 +137,10 @@ impl JobStore {
         change: impl FnOnce(&mut Job) -> Option<job_event::Event>,
     ) -> Result<Job, OrchestratorError> {
         let mut inner = self.lock();
-        let entry = inner.jobs.get_mut(job_id).ok_or_else(|| not_found(job_id))?;
+        let entry = inner
+            .jobs
+            .get_mut(job_id)
+            .ok_or_else(|| not_found(job_id))?;
         let event = change(&mut entry.job);
         if let Some(event) = event {
             // No receiver only means nobody is watching.
@@ -146,7 +159,10 @@ impl JobStore {
 
     /// Returns a snapshot of the job and a receiver of every later event,
     /// taken together so that no event falls between them.
-    pub fn subscribe(&self, job_id: &str) -> Result<(Job, broadcast::Receiver<JobEvent>), OrchestratorError> {
+    pub fn subscribe(
+        &self,
+        job_id: &str,
+    ) -> Result<(Job, broadcast::Receiver<JobEvent>), OrchestratorError> {
         let inner = self.lock();
         let entry = inner.jobs.get(job_id).ok_or_else(|| not_found(job_id))?;
         Ok((entry.job.clone(), entry.events.subscribe()))

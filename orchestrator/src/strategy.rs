@@ -53,7 +53,9 @@ impl Strategy for BestOfN {
         };
         let candidates = (0..per_iteration)
             .map(|index| CandidatePlan {
-                seed: job.base_seed.wrapping_add(iteration * per_iteration + index),
+                seed: job
+                    .base_seed
+                    .wrapping_add(iteration * per_iteration + index),
                 prompt: spec.prompt.clone(),
                 negative_prompt: params.negative_prompt.clone(),
             })
@@ -94,6 +96,11 @@ mod tests {
         let second = BestOfN.decide(&job);
         let seeds: Vec<u64> = second.candidates.iter().map(|plan| plan.seed).collect();
         assert_eq!(seeds, vec![103, 104, 105]);
-        assert!(second.candidates.iter().all(|plan| plan.prompt == "a red circle"));
+        assert!(
+            second
+                .candidates
+                .iter()
+                .all(|plan| plan.prompt == "a red circle")
+        );
     }
 }

@@ -20,7 +20,8 @@ pub fn tiny_models() -> &'static ModelPaths {
     static MODELS: OnceLock<(tempfile::TempDir, ModelPaths)> = OnceLock::new();
     let (_, paths) = MODELS.get_or_init(|| {
         let dir = tempfile::tempdir().expect("a temporary folder");
-        let paths = redraft_cli::models::write_tiny(dir.path(), 11).expect("tiny models are written");
+        let paths =
+            redraft_cli::models::write_tiny(dir.path(), 11).expect("tiny models are written");
         (dir, paths)
     });
     paths

@@ -19,7 +19,9 @@ async fn job_runs_to_completion() {
     let mut client = stack.client().await;
 
     // Threshold 1 cannot be met by random weights, so the job runs every iteration.
-    let job = run_job(&mut client, spec("a red circle", 1.0, 2, 3), |_| {}).await.unwrap();
+    let job = run_job(&mut client, spec("a red circle", 1.0, 2, 3), |_| {})
+        .await
+        .unwrap();
     assert_eq!(job.status, JobStatus::Exhausted as i32, "{}", job.error);
     assert_eq!(job.iterations.len(), 2);
     for (index, iteration) in job.iterations.iter().enumerate() {
@@ -32,7 +34,11 @@ async fn job_runs_to_completion() {
 
     // Every candidate has its own seed, a decodable image and a critique.
     let mut seeds: Vec<u64> = Vec::new();
-    for candidate in job.iterations.iter().flat_map(|iteration| &iteration.candidates) {
+    for candidate in job
+        .iterations
+        .iter()
+        .flat_map(|iteration| &iteration.candidates)
+    {
         seeds.push(candidate.seed);
         let image = candidate.image.as_ref().unwrap();
         let decoded = image::load_from_memory(&image.png).unwrap();
@@ -51,7 +57,8 @@ async fn job_runs_to_completion() {
 
     // The best candidate is the highest-scoring one.
     let best = job.best.unwrap();
-    let best_candidate = &job.iterations[best.iteration as usize].candidates[best.candidate as usize];
+    let best_candidate =
+        &job.iterations[best.iteration as usize].candidates[best.candidate as usize];
     let top = job
         .iterations
         .iter()
@@ -67,9 +74,20 @@ async fn job_runs_to_completion() {
     assert!(totals.wall_seconds > 0.0);
 
     // GetJob returns the same finished job, and ListJobs lists it without images.
-    let fetched = client.get_job(GetJobRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
+    let fetched = client
+        .get_job(GetJobRequest {
+            job_id: job.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(fetched, job);
-    let listed = client.list_jobs(ListJobsRequest { limit: 10 }).await.unwrap().into_inner().jobs;
+    let listed = client
+        .list_jobs(ListJobsRequest { limit: 10 })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].id, job.id);
     assert!(listed[0].iterations[0].candidates[0].image.is_none());
@@ -80,7 +98,9 @@ async fn job_runs_to_completion() {
 async fn threshold_zero_is_satisfied_at_once() {
     let stack = TestStack::start(EXE.as_ref(), 1, 1).await.unwrap();
     let mut client = stack.client().await;
-    let job = run_job(&mut client, spec("a blue square", 0.0, 5, 1), |_| {}).await.unwrap();
+    let job = run_job(&mut client, spec("a blue square", 0.0, 5, 1), |_| {})
+        .await
+        .unwrap();
     assert_eq!(job.status, JobStatus::Satisfied as i32, "{}", job.error);
     assert_eq!(job.iterations.len(), 1);
     stack.stop().await;
@@ -108,13 +128,23 @@ async fn killed_generator_replica_job_completes() {
     .await
     .unwrap();
 
-    assert!(killed.load(Ordering::SeqCst), "no progress event arrived, so nothing was killed");
+    assert!(
+        killed.load(Ordering::SeqCst),
+        "no progress event arrived, so nothing was killed"
+    );
     assert_eq!(job.status, JobStatus::Exhausted as i32, "{}", job.error);
     assert_eq!(job.iterations.len(), 4);
-    let candidates: Vec<_> = job.iterations.iter().flat_map(|iteration| &iteration.candidates).collect();
+    let candidates: Vec<_> = job
+        .iterations
+        .iter()
+        .flat_map(|iteration| &iteration.candidates)
+        .collect();
     assert_eq!(candidates.len(), 8);
     // After the first iteration the dead replica serves nothing.
-    for candidate in job.iterations[1..].iter().flat_map(|iteration| &iteration.candidates) {
+    for candidate in job.iterations[1..]
+        .iter()
+        .flat_map(|iteration| &iteration.candidates)
+    {
         assert_ne!(candidate.generator, victim_url);
     }
     // The interrupted calls were retried, so there were more calls than candidates.
@@ -133,12 +163,16 @@ async fn cancel_stops_inflight_generation() {
     job_spec.params.as_mut().unwrap().width = 256;
     job_spec.params.as_mut().unwrap().height = 256;
     let job = client
-        .submit_job(redraft_proto::SubmitJobRequest { spec: Some(job_spec) })
+        .submit_job(redraft_proto::SubmitJobRequest {
+            spec: Some(job_spec),
+        })
         .await
         .unwrap()
         .into_inner();
     let mut events = client
-        .watch_job(WatchJobRequest { job_id: job.id.clone() })
+        .watch_job(WatchJobRequest {
+            job_id: job.id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -146,10 +180,19 @@ async fn cancel_stops_inflight_generation() {
     // Cancel at the first progress event, then wait for the job to end.
     let mut cancelled = false;
     let finished = loop {
-        let event = events.message().await.unwrap().expect("the stream ends with the finished job");
+        let event = events
+            .message()
+            .await
+            .unwrap()
+            .expect("the stream ends with the finished job");
         match event.event {
             Some(job_event::Event::Progress(_)) if !cancelled => {
-                client.cancel_job(CancelJobRequest { job_id: job.id.clone() }).await.unwrap();
+                client
+                    .cancel_job(CancelJobRequest {
+                        job_id: job.id.clone(),
+                    })
+                    .await
+                    .unwrap();
                 cancelled = true;
             }
             Some(job_event::Event::Finished(job)) => break job,
@@ -163,7 +206,11 @@ async fn cancel_stops_inflight_generation() {
     let mut cancellations = 0.0;
     for _ in 0..100 {
         let exposition = scrape_metrics(generator_metrics).await.unwrap();
-        cancellations = metric_sum(&exposition, "redraft_request_errors_total", &["error_type=\"cancelled\""]);
+        cancellations = metric_sum(
+            &exposition,
+            "redraft_request_errors_total",
+            &["error_type=\"cancelled\""],
+        );
         if cancellations > 0.0 {
             break;
         }
@@ -172,7 +219,13 @@ async fn cancel_stops_inflight_generation() {
     assert_eq!(cancellations, 1.0);
 
     // Cancelling a finished job returns it unchanged.
-    let again = client.cancel_job(CancelJobRequest { job_id: job.id.clone() }).await.unwrap().into_inner();
+    let again = client
+        .cancel_job(CancelJobRequest {
+            job_id: job.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again.status, JobStatus::Cancelled as i32);
     stack.stop().await;
 }

@@ -1,0 +1,245 @@
+//! The `redraft` command line as a user runs it: `generate` end to end,
+//! `up` with signals and a dying child, and the Python client against `up`.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use redraft_tests::{repo_root, tiny_models};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+const EXE: &str = env!("CARGO_BIN_EXE_redraft-under-test");
+
+fn redraft() -> Command {
+    let mut command = Command::new(EXE);
+    command.env("LOG_LEVEL", "warn").kill_on_drop(true);
+    command
+}
+
+fn model_flags() -> Vec<String> {
+    let models = tiny_models();
+    vec![
+        "--generator-model".to_string(),
+        models.generator.display().to_string(),
+        "--critic-model".to_string(),
+        models.critic.display().to_string(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_writes_final_and_report() {
+    let out = tempfile::tempdir().unwrap();
+    let output = redraft()
+        .args([
+            "generate",
+            "a red circle left of a blue square",
+            "--seed",
+            "3",
+        ])
+        .args(["--max-iterations", "2", "--candidates", "2", "--steps", "3"])
+        .arg("--out")
+        .arg(out.path())
+        .args(model_flags())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stdout.contains("final image:"), "{stdout}");
+
+    let final_image = image::open(out.path().join("final.png")).unwrap();
+    assert_eq!((final_image.width(), final_image.height()), (64, 64));
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["status"], "exhausted");
+    assert_eq!(report["prompt"], "a red circle left of a blue square");
+    assert_eq!(report["policy"]["strategy"], "best_of_n");
+    let iterations = report["iterations"].as_array().unwrap();
+    assert_eq!(iterations.len(), 2);
+    for iteration in iterations {
+        assert_eq!(iteration["action"], "reseed");
+        for candidate in iteration["candidates"].as_array().unwrap() {
+            let score = candidate["score"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&score));
+            assert!(!candidate["checks"].as_array().unwrap().is_empty());
+            assert!(candidate["timings"]["generate_seconds"].as_f64().unwrap() > 0.0);
+            assert!(candidate["timings"]["critique_seconds"].as_f64().unwrap() > 0.0);
+            let image = candidate["image"].as_str().unwrap();
+            assert!(out.path().join(image).is_file(), "missing {image}");
+        }
+    }
+    assert_eq!(report["totals"]["generator_calls"], 4);
+    assert_eq!(report["totals"]["critic_calls"], 4);
+    assert!(report["totals"]["wall_seconds"].as_f64().unwrap() > 0.0);
+    assert!(report["best"]["score"].is_number());
+    assert_eq!(
+        std::fs::read_dir(out.path().join("candidates"))
+            .unwrap()
+            .count(),
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_rejects_bad_threshold() {
+    let out = tempfile::tempdir().unwrap();
+    let output = redraft()
+        .args(["generate", "a red circle", "--threshold", "2"])
+        .arg("--out")
+        .arg(out.path())
+        .args(model_flags())
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("spec.policy.threshold"), "{stderr}");
+    assert!(stderr.contains("[0, 1]"), "{stderr}");
+    assert!(!out.path().join("final.png").exists());
+}
+
+/// A running `redraft up` and what it printed.
+struct Up {
+    child: Child,
+    orchestrator: String,
+    pids: Vec<(String, u32)>,
+    _stdout: Lines<BufReader<ChildStdout>>,
+}
+
+async fn start_up(stderr: Stdio) -> Up {
+    let mut child = redraft()
+        .args(["up", "--listen", "127.0.0.1:0", "--grace-seconds", "5"])
+        .args(model_flags())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut pids = Vec::new();
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("redraft is up: orchestrator at ") {
+                return url.to_string();
+            }
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 2 && fields[1] == "pid" {
+                pids.push((fields[0].to_string(), fields[2].parse().unwrap()));
+            }
+        }
+        panic!("redraft up ended before it was up");
+    };
+    let orchestrator = tokio::time::timeout(Duration::from_secs(120), read)
+        .await
+        .unwrap();
+    Up {
+        child,
+        orchestrator,
+        pids,
+        _stdout: lines,
+    }
+}
+
+fn is_running(pid: u32) -> bool {
+    // Signal 0 checks existence only. A zombie still counts, but `up` reaps its children.
+    kill(Pid::from_raw(pid as i32), None).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_stops_children_on_sigterm() {
+    let mut up = start_up(Stdio::inherit()).await;
+    let names: Vec<&str> = up.pids.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, vec!["generator-1", "critic-1", "orchestrator"]);
+    assert!(up.pids.iter().all(|(_, pid)| is_running(*pid)));
+
+    kill(
+        Pid::from_raw(up.child.id().unwrap() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), up.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    for (name, pid) in &up.pids {
+        assert!(
+            !is_running(*pid),
+            "{name} (pid {pid}) still runs after up exited"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_fails_when_child_dies() {
+    let up = start_up(Stdio::piped()).await;
+    let critic = up
+        .pids
+        .iter()
+        .find(|(name, _)| name == "critic-1")
+        .unwrap()
+        .1;
+    kill(Pid::from_raw(critic as i32), Signal::SIGKILL).unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(60), up.child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("critic-1 exited unexpectedly"), "{stderr}");
+    for (name, pid) in &up.pids {
+        assert!(
+            !is_running(*pid),
+            "{name} (pid {pid}) still runs after up exited"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_gets_image() {
+    let mut up = start_up(Stdio::inherit()).await;
+    let out = tempfile::tempdir().unwrap();
+    let script = repo_root().join("examples/python/client.py");
+    let target = up.orchestrator.trim_start_matches("http://").to_string();
+    let output = Command::new("python3")
+        .arg(&script)
+        .args([
+            "--orchestrator",
+            &target,
+            "--prompt",
+            "a red circle",
+            "--threshold",
+            "0",
+            "--seed",
+            "5",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the Python client failed (install it with pip install -r examples/python/requirements.txt)\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stdout.contains("JOB_STATUS_SATISFIED"), "{stdout}");
+    let image = image::open(out.path().join("final.png")).unwrap();
+    assert_eq!(image.width(), 64);
+
+    kill(
+        Pid::from_raw(up.child.id().unwrap() as i32),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = up.child.wait().await.unwrap();
+    assert!(status.success());
+}
