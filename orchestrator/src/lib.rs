@@ -54,11 +54,21 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
     .announce();
     tracing::info!(%grpc_addr, %metrics_addr, generators = ?args.generators, critics = ?args.critics, "orchestrator listening");
 
-    let generators = Arc::new(
-        Pool::new("generator", GENERATOR_SERVICE, &args.generators).map_err(anyhow::Error::msg)?,
+    let health_changed = Arc::new(tokio::sync::Notify::new());
+    let generators = Pool::new(
+        "generator",
+        GENERATOR_SERVICE,
+        &args.generators,
+        health_changed.clone(),
     );
-    let critics =
-        Arc::new(Pool::new("critic", CRITIC_SERVICE, &args.critics).map_err(anyhow::Error::msg)?);
+    let critics = Pool::new(
+        "critic",
+        CRITIC_SERVICE,
+        &args.critics,
+        health_changed.clone(),
+    );
+    let generators = Arc::new(generators.map_err(anyhow::Error::msg)?);
+    let critics = Arc::new(critics.map_err(anyhow::Error::msg)?);
     let stop_watching = CancellationToken::new();
     let retry = Duration::from_secs_f64(args.health_retry_seconds);
     generators.watch_health(retry, stop_watching.clone());
@@ -86,20 +96,20 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
         critics.clone(),
     );
 
-    // Report SERVING once both pools have a healthy replica, and follow them after.
+    // Report SERVING while both pools have a healthy replica.
     let pools = (generators.clone(), critics.clone());
     tokio::spawn(async move {
         let (generators, critics) = pools;
         let mut serving = false;
         loop {
-            let ready = generators.wait_healthy(Duration::from_secs(1)).await
-                && critics.wait_healthy(Duration::from_secs(1)).await;
+            let changed = health_changed.notified();
+            let ready = generators.any_healthy() && critics.any_healthy();
             if ready != serving {
                 serving = ready;
                 serving::set_serving(&reporter, SERVICE_NAME, serving).await;
                 tracing::info!(serving, "orchestrator health changed");
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            changed.await;
         }
     });
 

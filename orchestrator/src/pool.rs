@@ -89,11 +89,12 @@ pub struct Pool {
 impl Pool {
     /// Creates a pool of `addresses` serving `service_name`. Addresses
     /// without a scheme get `http://`. Health watching starts with
-    /// [`Pool::watch_health`].
+    /// [`Pool::watch_health`], which wakes `health_changed` on every change.
     pub fn new(
         kind: &'static str,
         service_name: &'static str,
         addresses: &[String],
+        health_changed: Arc<tokio::sync::Notify>,
     ) -> Result<Self, String> {
         let mut replicas = Vec::with_capacity(addresses.len());
         for address in addresses {
@@ -118,7 +119,7 @@ impl Pool {
             kind,
             service_name,
             replicas,
-            health_changed: Arc::new(tokio::sync::Notify::new()),
+            health_changed,
         })
     }
 
@@ -149,18 +150,9 @@ impl Pool {
         }
     }
 
-    /// Waits until at least one replica is healthy or `timeout` passes.
-    pub async fn wait_healthy(&self, timeout: Duration) -> bool {
-        let wait = async {
-            loop {
-                let changed = self.health_changed.notified();
-                if self.replicas.iter().any(|replica| replica.is_healthy()) {
-                    return;
-                }
-                changed.await;
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.is_ok()
+    /// True when at least one replica is healthy.
+    pub fn any_healthy(&self) -> bool {
+        self.replicas.iter().any(|replica| replica.is_healthy())
     }
 
     /// Leases the healthy replica with the fewest calls in flight, skipping

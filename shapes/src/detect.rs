@@ -2,6 +2,8 @@
 //! pixels and connected components per colour. The `features` module
 //! measures and classifies the shape of each component.
 
+use std::sync::LazyLock;
+
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
@@ -128,19 +130,53 @@ fn describe_component(
     }
 }
 
+/// Hue and chroma of a palette colour, as returned by [`hue_and_chroma`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PaletteEntry {
+    pub color: Color,
+    pub hue: f32,
+    pub chroma: f32,
+}
+
+/// The palette in the order of [`Color::ALL`], with hues and chromas
+/// computed once.
+pub(crate) static PALETTE: LazyLock<[PaletteEntry; 6]> = LazyLock::new(|| {
+    Color::ALL.map(|color| {
+        let (hue, chroma) = hue_and_chroma(color.rgb());
+        PaletteEntry { color, hue, chroma }
+    })
+});
+
+/// Returns the palette entry of `color`.
+pub(crate) fn palette_entry(color: Color) -> PaletteEntry {
+    PALETTE
+        .iter()
+        .copied()
+        .find(|entry| entry.color == color)
+        .unwrap_or(PaletteEntry {
+            color,
+            hue: 0.0,
+            chroma: 0.0,
+        })
+}
+
 /// Returns the palette colour of a pixel, or `None` for background and for
 /// colours outside the palette.
 pub fn classify_pixel(rgb: [u8; 3]) -> Option<Color> {
     let (hue, chroma) = hue_and_chroma(rgb);
-    if chroma == 0.0 {
+    let weakest_chroma = PALETTE
+        .iter()
+        .map(|entry| entry.chroma)
+        .fold(f32::INFINITY, f32::min);
+    // Most pixels are background, which no colour can claim.
+    if chroma < MIN_COVERAGE * weakest_chroma {
         return None;
     }
-    let (color, distance) = Color::ALL
-        .into_iter()
-        .map(|color| (color, hue_distance(hue, hue_and_chroma(color.rgb()).0)))
+    let (entry, distance) = PALETTE
+        .iter()
+        .map(|entry| (entry, hue_distance(hue, entry.hue)))
         .min_by(|a, b| a.1.total_cmp(&b.1))?;
-    let palette_chroma = hue_and_chroma(color.rgb()).1;
-    (distance <= MAX_HUE_DISTANCE && chroma >= MIN_COVERAGE * palette_chroma).then_some(color)
+    (distance <= MAX_HUE_DISTANCE && chroma >= MIN_COVERAGE * entry.chroma).then_some(entry.color)
 }
 
 /// Returns the per-channel median of the image's outermost pixels. The

@@ -11,7 +11,7 @@
 
 use image::RgbImage;
 
-use crate::detect::{MAX_HUE_DISTANCE, hue_and_chroma, hue_distance};
+use crate::detect::{MAX_HUE_DISTANCE, hue_and_chroma, hue_distance, palette_entry};
 use crate::world::{Color, Shape};
 
 /// Coverage below this share of a colour's chroma is treated as background
@@ -140,8 +140,8 @@ impl Footprint {
 /// colour's window, count as 0.
 fn coverage(rgb: [u8; 3], color: Color, background: [f32; 3]) -> f32 {
     let (hue, chroma) = hue_and_chroma(rgb);
-    let (palette_hue, palette_chroma) = hue_and_chroma(color.rgb());
-    if chroma < NOISE_FLOOR * palette_chroma || hue_distance(hue, palette_hue) > MAX_HUE_DISTANCE {
+    let palette = palette_entry(color);
+    if chroma < NOISE_FLOOR * palette.chroma || hue_distance(hue, palette.hue) > MAX_HUE_DISTANCE {
         return 0.0;
     }
     // Projecting onto the background-to-colour line uses all three channels,

@@ -37,16 +37,18 @@ pub use augment::{
 };
 pub use captions::{NegativeKind, caption, hard_negatives, partial_captions};
 pub use dataset::{
-    CaptionRecord, DatasetError, DatasetSummary, NegativeRecord, eval_prompts, read_captions,
-    write_dataset,
+    CAPTIONS_FILE, CaptionRecord, DatasetError, DatasetSummary, IMAGES_DIR, NegativeRecord,
+    eval_prompts, read_captions, write_dataset,
 };
 pub use detect::{DetectedObject, classify_pixel, detect};
 pub use grammar::{
-    ParseError, PromptStyle, format_prompt, parse_prompt, sample_prompt, sample_spec, vocabulary,
+    ParseError, PromptStyle, format_group, format_prompt, parse_prompt, sample_prompt, sample_spec,
+    vocabulary,
 };
-pub use oracle::{POSITION_MARGIN, Verdict, judge, judge_spec};
+pub use oracle::{POSITION_MARGIN, Verdict, judge, judge_detected, judge_spec};
 pub use render::{
-    BACKGROUND, DEFAULT_CANVAS_SIZE, LayoutRules, PlacedObject, RenderError, draw, layout, render,
+    BACKGROUND, DEFAULT_CANVAS_SIZE, LayoutRules, MIN_CANVAS_SIZE, PlacedObject, RenderError, draw,
+    layout, render,
 };
 pub use world::{
     Category, Color, MAX_COUNT, MAX_OBJECTS, MIN_COUNT, ObjectGroup, Relation, Shape, Spec,

@@ -52,9 +52,19 @@ pub fn judge(image: &RgbImage, prompt_text: &str) -> Result<Verdict, ParseError>
 /// does not mention, and blobs that match no shape, are ignored, as GenEval
 /// ignores classes that a prompt does not name.
 pub fn judge_spec(image: &RgbImage, spec: &Spec) -> Result<Verdict, SpecError> {
+    judge_detected(detect(image), image.dimensions(), spec)
+}
+
+/// Judges objects that [`detect`] found in an image of `image_size` (width,
+/// height) against `spec`, by the rules of [`judge_spec`]. Detecting once and
+/// judging many specs saves the detection for each one.
+pub fn judge_detected(
+    detected: Vec<DetectedObject>,
+    image_size: (u32, u32),
+    spec: &Spec,
+) -> Result<Verdict, SpecError> {
     spec.validate()?;
-    let detected = detect(image);
-    let (width, height) = image.dimensions();
+    let (width, height) = image_size;
     let failure = spec
         .groups
         .iter()
@@ -290,6 +300,16 @@ mod tests {
             object(Shape::Triangle, Color::Green, (48.0, 30.0)),
         ];
         assert!(verdict(&scene, "a red circle").correct);
+    }
+
+    #[test]
+    fn judge_detected_matches_judge_spec() {
+        let image = draw(&[object(Shape::Circle, Color::Red, (15.0, 30.0))], 64);
+        let spec = parse_prompt("two red circles").expect("prompt parses");
+        let direct = judge_spec(&image, &spec).expect("spec is valid");
+        let reused =
+            judge_detected(detect(&image), image.dimensions(), &spec).expect("spec is valid");
+        assert_eq!(direct, reused);
     }
 
     #[test]

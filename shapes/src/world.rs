@@ -274,7 +274,7 @@ impl ObjectGroup {
     }
 }
 
-/// What a prompt requests: object groups and at most one relation.
+/// Content that a prompt requests: object groups and at most one relation.
 ///
 /// When `relation` is set, it relates `groups[0]` (the subject) to
 /// `groups[1]` (the reference), and every subject object must stand in that

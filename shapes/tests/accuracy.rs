@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use redraft_shapes::{
     Category, Corruption, ObjectGroup, Shape, Spec, caption, detect, hard_negatives, judge,
-    partial_captions, render, sample_prompt, shift_colors,
+    judge_detected, parse_prompt, partial_captions, render, sample_prompt, shift_colors,
 };
 
 /// Verdict counts over one run.
@@ -67,6 +67,12 @@ fn measure(per_category: usize, canvas_size: u32, corruption: Corruption, seed: 
                 .expect("corruption is valid");
 
             let verdict = judge(&image, &prompt).expect("prompt parses");
+            let detected = verdict.detected.clone();
+            let check = |text: &str| {
+                let caption_spec = parse_prompt(text).expect("caption parses");
+                judge_detected(detected.clone(), image.dimensions(), &caption_spec)
+                    .expect("caption spec is valid")
+            };
             tally.prompts += 1;
             if verdict.correct {
                 tally.prompts_correct += 1;
@@ -77,7 +83,7 @@ fn measure(per_category: usize, canvas_size: u32, corruption: Corruption, seed: 
             }
 
             for partial in partial_captions(&spec) {
-                let verdict = judge(&image, &partial).expect("partial caption parses");
+                let verdict = check(&partial);
                 tally.partials += 1;
                 if verdict.correct {
                     tally.partials_correct += 1;
@@ -91,7 +97,7 @@ fn measure(per_category: usize, canvas_size: u32, corruption: Corruption, seed: 
             }
 
             for (negative, kind) in hard_negatives(&spec, &mut rng) {
-                let verdict = judge(&image, &negative).expect("negative parses");
+                let verdict = check(&negative);
                 tally.negatives += 1;
                 if verdict.correct {
                     tally.failures.push(format!(
