@@ -6,6 +6,7 @@ pub mod jobs;
 pub mod launcher;
 pub mod models;
 pub mod report;
+pub mod shapes;
 pub mod stack;
 pub mod up;
 
@@ -52,6 +53,11 @@ pub enum Command {
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
+    },
+    /// Render training data and judge images in the synthetic shapes world.
+    Shapes {
+        #[command(subcommand)]
+        command: shapes::ShapesCommand,
     },
     /// Run the generator actor.
     Generator(redraft_generator::GeneratorArgs),
@@ -114,6 +120,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
+        Command::Shapes { command } => {
+            let success = shapes::run(command)?;
+            Ok(if success {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Generator(args) => {
             redraft_common::telemetry::init_logging(
                 args.telemetry.log_format,

@@ -48,6 +48,19 @@ pub fn write_tiny(dir: &Path, seed: u64) -> anyhow::Result<ModelPaths> {
 /// (searched in the working directory and in the source tree this binary
 /// was built from), else tiny random-weight models in the cache folder.
 pub fn resolve(generator: Option<PathBuf>, critic: Option<PathBuf>) -> anyhow::Result<ModelPaths> {
+    for (flag, path) in [
+        ("--generator-model", &generator),
+        ("--critic-model", &critic),
+    ] {
+        if let Some(path) = path
+            && !path.is_dir()
+        {
+            anyhow::bail!(
+                "{flag} {}: folder not found; pass a model folder, or leave the flag out to use the defaults",
+                path.display()
+            );
+        }
+    }
     if let (Some(generator), Some(critic)) = (&generator, &critic) {
         return Ok(ModelPaths {
             generator: generator.clone(),

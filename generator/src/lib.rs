@@ -41,6 +41,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// until then), and serves.
 pub async fn run(args: GeneratorArgs) -> anyhow::Result<()> {
     args.validate()?;
+    tracing::info!(config = ?args, "starting the generator");
     let metrics_addr =
         redraft_common::telemetry::install_metrics_exporter(args.telemetry.metrics_addr)?;
     metrics::describe();

@@ -75,6 +75,9 @@ enum TextEncoder {
 
 impl TextEncoder {
     fn load(config: &TextEncoderConfig, vb: VarBuilder) -> Result<Self, GeneratorError> {
+        // Hub folders name tensors `text_model.embeddings...`; transformers 5
+        // writes a bare CLIPTextModel without the prefix.
+        let prefixed = vb.contains_tensor("text_model.embeddings.token_embedding.weight");
         if config.hidden_act == "quick_gelu" {
             let candle_config = ClipTextConfig {
                 vocab_size: config.vocab_size,
@@ -87,8 +90,9 @@ impl TextEncoder {
                 num_attention_heads: config.num_attention_heads,
                 projection_dim: config.projection_dim.unwrap_or(config.hidden_size),
             };
+            let vb = if prefixed { vb.pp("text_model") } else { vb };
             return Ok(Self::QuickGelu(QuickGeluTextTransformer::new(
-                vb.pp("text_model"),
+                vb,
                 &candle_config,
             )?));
         }
@@ -101,18 +105,16 @@ impl TextEncoder {
             && config.intermediate_size == 4096
             && config.vocab_size == 49408
             && config.max_position_embeddings == 77;
-        if !matches_preset {
+        if !matches_preset || !prefixed {
             return Err(unsupported(
                 "text_encoder/config.json",
                 "hidden_act",
                 "gelu",
-                "quick_gelu, or gelu with the SD 2.x text encoder shape (1024 wide, 23 layers, 16 heads)",
+                "quick_gelu, or gelu with the SD 2.x text encoder shape (1024 wide, 23 layers, 16 heads) and text_model.* tensor names",
             ));
         }
-        Ok(Self::Gelu(sd_clip::ClipTextTransformer::new(
-            vb.pp("text_model"),
-            &preset,
-        )?))
+        // candle's SD text model adds the `text_model.` prefix itself.
+        Ok(Self::Gelu(sd_clip::ClipTextTransformer::new(vb, &preset)?))
     }
 
     /// Returns the last hidden states, `(batch, tokens, hidden)`.

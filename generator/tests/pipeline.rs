@@ -193,3 +193,25 @@ fn unsupported_config_names_field() {
     assert!(message.contains("down_block_types[1]"), "{message}");
     assert!(message.contains("AttnDownBlock2D"), "{message}");
 }
+
+#[test]
+fn text_encoder_without_prefix_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = tiny_pipeline(dir.path());
+    let expected = generate(&pipeline, &input(9));
+    drop(pipeline);
+
+    // transformers 5 saves a bare CLIPTextModel without the `text_model.` prefix.
+    let path = dir.path().join("text_encoder/model.safetensors");
+    let tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let renamed: std::collections::HashMap<String, candle_core::Tensor> = tensors
+        .into_iter()
+        .map(|(name, tensor)| (name.trim_start_matches("text_model.").to_string(), tensor))
+        .collect();
+    assert!(renamed.contains_key("embeddings.token_embedding.weight"));
+    candle_core::safetensors::save(&renamed, &path).unwrap();
+
+    let folder = ModelFolder::open(dir.path()).unwrap();
+    let reloaded = Pipeline::load(folder, Device::Cpu, DType::F32).unwrap();
+    assert_eq!(generate(&reloaded, &input(9)), expected);
+}

@@ -15,7 +15,9 @@ pub struct OrchestratorArgs {
     )]
     pub listen: SocketAddr,
 
-    /// Generator replica address, for example `http://127.0.0.1:50051`. Repeat for more replicas
+    /// Generator replica address, for example `http://127.0.0.1:50051`, or a DNS name whose
+    /// every address is a replica, re-resolved to follow scaling, for example
+    /// `dns:///redraft-generator:50051` (a Kubernetes headless Service). Repeat for more
     /// (the environment variable takes a comma-separated list).
     #[arg(
         long = "generator",
@@ -25,8 +27,9 @@ pub struct OrchestratorArgs {
     )]
     pub generators: Vec<String>,
 
-    /// Critic replica address, for example `http://127.0.0.1:50052`. Repeat for more replicas
-    /// (the environment variable takes a comma-separated list).
+    /// Critic replica address, for example `http://127.0.0.1:50052`, or a DNS name such as
+    /// `dns:///redraft-critic:50052`. Repeat for more (the environment variable takes a
+    /// comma-separated list).
     #[arg(
         long = "critic",
         env = "REDRAFT_CRITICS",
@@ -75,6 +78,10 @@ pub struct OrchestratorArgs {
     #[arg(long, env = "REDRAFT_HEALTH_RETRY_SECONDS", default_value_t = 1.0)]
     pub health_retry_seconds: f64,
 
+    /// Seconds between re-resolutions of `dns:///` replica addresses.
+    #[arg(long, env = "REDRAFT_RESOLVE_INTERVAL_SECONDS", default_value_t = 10.0)]
+    pub resolve_interval_seconds: f64,
+
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
@@ -105,6 +112,12 @@ impl OrchestratorArgs {
             anyhow::bail!(
                 "--health-retry-seconds {} is invalid; it must be above 0",
                 self.health_retry_seconds
+            );
+        }
+        if self.resolve_interval_seconds.is_nan() || self.resolve_interval_seconds <= 0.0 {
+            anyhow::bail!(
+                "--resolve-interval-seconds {} is invalid; it must be above 0",
+                self.resolve_interval_seconds
             );
         }
         if self.max_image_side < 8 {

@@ -4,6 +4,7 @@
 
 mod calls;
 pub mod config;
+pub mod discovery;
 mod error;
 pub mod metrics;
 pub mod pool;
@@ -38,41 +39,75 @@ pub const GENERATOR_SERVICE: &str = "redraft.v1.Generator";
 /// gRPC service name of the critic replicas.
 pub const CRITIC_SERVICE: &str = "redraft.v1.Critic";
 
-/// Runs the orchestrator until SIGTERM or Ctrl-C. It reports SERVING once
+/// A started orchestrator server.
+pub struct Started {
+    /// Bound gRPC address.
+    pub grpc_addr: std::net::SocketAddr,
+    /// Bound metrics address.
+    pub metrics_addr: std::net::SocketAddr,
+    /// Cancel to stop the server gracefully.
+    pub shutdown: CancellationToken,
+    /// The server task; it ends after `shutdown` is cancelled.
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Runs the orchestrator until SIGTERM or Ctrl-C. It reports SERVING while
 /// at least one generator and one critic replica are healthy.
 pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
+    let started = start(args, Arc::new(discovery::SystemResolver)).await?;
+    BoundAddrs {
+        grpc: started.grpc_addr,
+        metrics: started.metrics_addr,
+    }
+    .announce();
+    let shutdown = started.shutdown.clone();
+    let mut task = started.task;
+    tokio::select! {
+        outcome = &mut task => return outcome?,
+        _ = serving::shutdown_signal() => shutdown.cancel(),
+    }
+    task.await??;
+    tracing::info!("orchestrator stopped");
+    Ok(())
+}
+
+/// Binds and starts the orchestrator with `resolver` for `dns:///` replica
+/// addresses, and returns once it accepts connections.
+pub async fn start(
+    args: OrchestratorArgs,
+    resolver: Arc<dyn discovery::Resolver>,
+) -> anyhow::Result<Started> {
     args.validate()?;
+    tracing::info!(config = ?args, "starting the orchestrator");
     let metrics_addr =
         redraft_common::telemetry::install_metrics_exporter(args.telemetry.metrics_addr)?;
     metrics::describe();
     let (listener, grpc_addr) = serving::bind(args.listen).await?;
     let (reporter, health) = serving::health_service(SERVICE_NAME).await;
-    BoundAddrs {
-        grpc: grpc_addr,
-        metrics: metrics_addr,
-    }
-    .announce();
     tracing::info!(%grpc_addr, %metrics_addr, generators = ?args.generators, critics = ?args.critics, "orchestrator listening");
 
     let health_changed = Arc::new(tokio::sync::Notify::new());
-    let generators = Pool::new(
-        "generator",
-        GENERATOR_SERVICE,
-        &args.generators,
-        health_changed.clone(),
-    );
-    let critics = Pool::new(
-        "critic",
-        CRITIC_SERVICE,
-        &args.critics,
-        health_changed.clone(),
-    );
-    let generators = Arc::new(generators.map_err(anyhow::Error::msg)?);
-    let critics = Arc::new(critics.map_err(anyhow::Error::msg)?);
-    let stop_watching = CancellationToken::new();
     let retry = Duration::from_secs_f64(args.health_retry_seconds);
-    generators.watch_health(retry, stop_watching.clone());
-    critics.watch_health(retry, stop_watching.clone());
+    let new_pool = |kind, service, addresses: &[String]| {
+        Pool::new(
+            kind,
+            service,
+            addresses,
+            resolver.clone(),
+            health_changed.clone(),
+            retry,
+        )
+        .map(Arc::new)
+    };
+    let generators =
+        new_pool("generator", GENERATOR_SERVICE, &args.generators).map_err(anyhow::Error::msg)?;
+    let critics = new_pool("critic", CRITIC_SERVICE, &args.critics).map_err(anyhow::Error::msg)?;
+    let shutdown = CancellationToken::new();
+    let interval = Duration::from_secs_f64(args.resolve_interval_seconds);
+    for pool in [&generators, &critics] {
+        pool.refresh().await;
+        pool.follow(interval, shutdown.clone());
+    }
 
     let store = Arc::new(JobStore::new(args.max_stored_jobs));
     let (queue, queue_receiver) = tokio::sync::mpsc::channel(args.queue_capacity);
@@ -98,6 +133,7 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
 
     // Report SERVING while both pools have a healthy replica.
     let pools = (generators.clone(), critics.clone());
+    let stop_reporting = shutdown.clone();
     tokio::spawn(async move {
         let (generators, critics) = pools;
         let mut serving = false;
@@ -109,11 +145,14 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
                 serving::set_serving(&reporter, SERVICE_NAME, serving).await;
                 tracing::info!(serving, "orchestrator health changed");
             }
-            changed.await;
+            tokio::select! {
+                _ = changed => {}
+                _ = stop_reporting.cancelled() => break,
+            }
         }
     });
 
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(serving::reflection_service()?)
         .add_service(
@@ -123,10 +162,20 @@ pub async fn run(args: OrchestratorArgs) -> anyhow::Result<()> {
         )
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
-            serving::shutdown_signal(),
-        )
-        .await?;
-    stop_watching.cancel();
-    tracing::info!("orchestrator stopped");
-    Ok(())
+            shutdown.clone().cancelled_owned(),
+        );
+    let stop_pools = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let outcome = server.await;
+        stop_pools.cancel();
+        generators.shutdown();
+        critics.shutdown();
+        outcome.map_err(Into::into)
+    });
+    Ok(Started {
+        grpc_addr,
+        metrics_addr,
+        shutdown,
+        task,
+    })
 }

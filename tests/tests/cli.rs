@@ -243,3 +243,52 @@ async fn python_client_gets_image() {
     let status = up.child.wait().await.unwrap();
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_tiny_writes_both_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = redraft()
+        .args(["models", "tiny"])
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for file in [
+        "generator/model_index.json",
+        "generator/unet/diffusion_pytorch_model.safetensors",
+        "generator/tokenizer/tokenizer.json",
+        "critic/config.json",
+        "critic/model.safetensors",
+        "critic/tokenizer.json",
+    ] {
+        assert!(dir.path().join(file).is_file(), "missing {file}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_model_folder_named() {
+    let out = tempfile::tempdir().unwrap();
+    let output = redraft()
+        .args([
+            "generate",
+            "a red circle",
+            "--generator-model",
+            "/nonexistent/generator",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--generator-model /nonexistent/generator: folder not found"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,210 @@
+"""Contrastive training of the shapes CLIP model (critic, and the
+generator's text encoder)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+
+import torch
+import torch.nn.functional as F
+from transformers import CLIPConfig, CLIPModel
+
+from common import Checkpointer, Progress, PromptTokenizer, clip_normalise, corrupt, load_dataset, seed_everything, set_threads
+
+MAX_TOKENS = 32
+NEGATIVES_PER_IMAGE = 2
+
+
+def build_model(tokenizer: PromptTokenizer, width: int, layers: int, heads: int, image_size: int, patch: int) -> CLIPModel:
+    text = dict(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=MAX_TOKENS,
+        hidden_act="quick_gelu",
+        projection_dim=width,
+        pad_token_id=tokenizer.pad_id,
+        bos_token_id=2,
+        eos_token_id=tokenizer.eos_id,
+    )
+    vision = dict(
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        image_size=image_size,
+        patch_size=patch,
+        hidden_act="quick_gelu",
+        projection_dim=width,
+    )
+    # logit_scale_init_value is ln(1 / 0.07), CLIP's initial temperature.
+    config = CLIPConfig(text_config=text, vision_config=vision, projection_dim=width, logit_scale_init_value=2.6592)
+    return CLIPModel(config)
+
+
+def features(output) -> torch.Tensor:
+    """Projected features: transformers 5 returns them as `pooler_output`, older versions as a tensor."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def embed_texts(model: CLIPModel, tokenizer: PromptTokenizer, texts: list[str]) -> torch.Tensor:
+    ids = tokenizer.encode_batch(texts)
+    return F.normalize(features(model.get_text_features(input_ids=ids)), dim=-1)
+
+
+def embed_images(model: CLIPModel, images: torch.Tensor) -> torch.Tensor:
+    return F.normalize(features(model.get_image_features(pixel_values=images)), dim=-1)
+
+
+def pick_negatives(negatives: list[str], generator: torch.Generator) -> list[str]:
+    """NEGATIVES_PER_IMAGE negatives, repeating when there are fewer."""
+    picked = []
+    for index in range(NEGATIVES_PER_IMAGE):
+        order = torch.randperm(len(negatives), generator=generator).tolist()
+        picked.append(negatives[order[index % len(negatives)]])
+    return picked
+
+
+def batch_loss(model, tokenizer, data, indices, generator, hard_weight):
+    prompts = [data.prompts[i] for i in indices]
+    images = data.images[indices].float()
+    noisy = torch.rand(len(indices), generator=generator) < 0.5
+    images[noisy] = corrupt(images[noisy], generator)
+    pixels = clip_normalise(images.round().clamp(0, 255).to(torch.uint8))
+
+    # Partial captions are true of the image too; one per image where any exist.
+    partials = []
+    for i in indices:
+        options = data.partial[i]
+        partials.append(options[torch.randint(len(options), (1,), generator=generator).item()] if options else data.prompts[i])
+    negatives = [text for i in indices for text in pick_negatives(data.negatives[i], generator)]
+
+    image_embeddings = embed_images(model, pixels)
+    text_embeddings = embed_texts(model, tokenizer, prompts + partials + negatives)
+    batch = len(indices)
+    prompt_embeddings = text_embeddings[:batch]
+    partial_embeddings = text_embeddings[batch : 2 * batch]
+    negative_embeddings = text_embeddings[2 * batch :].view(batch, NEGATIVES_PER_IMAGE, -1)
+    scale = model.logit_scale.exp().clamp(max=100.0)
+
+    # In-batch contrastive loss; identical prompts in a batch are all positives.
+    logits = scale * image_embeddings @ prompt_embeddings.T
+    same = torch.tensor([[a == b for b in prompts] for a in prompts], dtype=torch.float32)
+    targets = same / same.sum(dim=1, keepdim=True)
+    contrastive = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+    # Hard negatives: the prompt, and a partial caption, must beat captions
+    # that differ in one count, colour, shape or relation.
+    negative_logits = scale * torch.einsum("bd,bkd->bk", image_embeddings, negative_embeddings)
+    zeros = torch.zeros(batch, dtype=torch.long)
+    for positive in (prompt_embeddings, partial_embeddings):
+        positive_logits = scale * (image_embeddings * positive).sum(dim=-1, keepdim=True)
+        contrastive = contrastive + hard_weight * F.cross_entropy(torch.cat([positive_logits, negative_logits], dim=1), zeros) / 2
+    return contrastive
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, data, indices) -> dict:
+    """Share of (image, negative) pairs where the prompt scores higher, and
+    the cosine distributions used to calibrate the critic."""
+    model.eval()
+    positives, negatives, wins, pairs = [], [], 0, 0
+    for start in range(0, len(indices), 256):
+        chunk = indices[start : start + 256]
+        image_embeddings = embed_images(model, clip_normalise(data.images[chunk]))
+        prompt_embeddings = embed_texts(model, tokenizer, [data.prompts[i] for i in chunk])
+        positive = (image_embeddings * prompt_embeddings).sum(-1)
+        positives.extend(positive.tolist())
+        for row, i in enumerate(chunk):
+            texts = data.negatives[i]
+            negative = embed_texts(model, tokenizer, texts) @ image_embeddings[row]
+            negatives.extend(negative.tolist())
+            wins += int((negative < positive[row]).sum())
+            pairs += len(texts)
+    model.train()
+    return {"hard_negative_accuracy": wins / max(pairs, 1), "positive_cosines": positives, "negative_cosines": negatives}
+
+
+def calibration(result: dict) -> dict:
+    """Maps the median negative cosine to score 0 and the 75th percentile
+    positive cosine to score 1 (chosen so most correct images pass 0.5)."""
+    positives = sorted(result["positive_cosines"])
+    negatives = sorted(result["negative_cosines"])
+    low = negatives[len(negatives) // 2]
+    high = positives[int(len(positives) * 0.75)]
+    if high <= low:
+        high = low + 1e-3
+    return {"alignment": {"cosine_low": low, "cosine_high": high}, "pass_threshold": 0.5}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=pathlib.Path, required=True, help="dataset written by `redraft shapes dataset`")
+    parser.add_argument("--run", type=pathlib.Path, required=True, help="run folder: checkpoint, log, exported model")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--patch", type=int, default=8)
+    parser.add_argument("--hard-weight", type=float, default=1.0, help="weight of the hard-negative loss")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--save-every", type=int, default=250)
+    args = parser.parse_args(argv)
+
+    set_threads(args.threads)
+    seed_everything(args.seed)
+    data = load_dataset(args.data)
+    tokenizer = PromptTokenizer(args.data / "tokenizer.json", MAX_TOKENS)
+    image_size = data.images.shape[-1]
+    model = build_model(tokenizer, args.width, args.layers, args.heads, image_size, args.patch)
+    print(f"CLIP with {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
+
+    held_out = list(range(data.size - 1024, data.size))
+    train_size = data.size - len(held_out)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.98))
+    warmup = max(args.steps // 20, 1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(step, args.steps) / args.steps)),
+    )
+    checkpointer = Checkpointer(args.run)
+    step, _ = checkpointer.load({"model": model, "optimizer": optimizer, "schedule": schedule})
+    generator = torch.Generator().manual_seed(args.seed + step)
+    progress = Progress(args.run, args.steps, args.log_every)
+
+    model.train()
+    while step < args.steps:
+        indices = torch.randint(train_size, (args.batch,), generator=generator).tolist()
+        loss = batch_loss(model, tokenizer, data, indices, generator, args.hard_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        step += 1
+        progress.step(step, loss.item(), args.batch, lr=schedule.get_last_lr()[0])
+        if step % args.save_every == 0 or step == args.steps:
+            checkpointer.save(step, {"model": model, "optimizer": optimizer, "schedule": schedule})
+            result = evaluate(model, tokenizer, data, held_out)
+            print(f"step {step}: held-out hard-negative accuracy {result['hard_negative_accuracy']:.3f}", flush=True)
+
+    result = evaluate(model, tokenizer, data, held_out)
+    export = args.run / "export"
+    model.save_pretrained(export, safe_serialization=True)
+    (export / "redraft_critic.json").write_text(json.dumps(calibration(result), indent=2) + "\n")
+    summary = {"steps": step, "hard_negative_accuracy": result["hard_negative_accuracy"]}
+    (args.run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"exported {export}: {summary}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
