@@ -7,6 +7,7 @@ pub mod launcher;
 pub mod models;
 pub mod report;
 pub mod shapes;
+pub mod shapes_eval;
 pub mod stack;
 pub mod up;
 

@@ -22,6 +22,9 @@ pub enum ShapesCommand {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Measure the models with the oracle: the generator's single-shot
+    /// accuracy per category, and the critic's agreement with the oracle.
+    Eval(crate::shapes_eval::ShapesEvalArgs),
     /// Judge an image against a prompt with the shapes oracle and print the
     /// objects it found.
     Judge {
@@ -60,6 +63,10 @@ pub fn run(command: ShapesCommand) -> anyhow::Result<bool> {
                 tokenizer_path.display(),
                 started.elapsed().as_secs_f64()
             );
+            Ok(true)
+        }
+        ShapesCommand::Eval(args) => {
+            crate::shapes_eval::run(args)?;
             Ok(true)
         }
         ShapesCommand::Judge { prompt, image } => {
