@@ -17,6 +17,17 @@ pub enum DtypeArg {
     F16,
 }
 
+/// Compute device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// The first CUDA GPU when this build has CUDA support and a GPU is present, else the CPU.
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// The first CUDA GPU; fails at start-up without one or without CUDA support in the build.
+    Cuda,
+}
+
 /// Serves a Stable Diffusion model folder over gRPC.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GeneratorArgs {
@@ -31,6 +42,10 @@ pub struct GeneratorArgs {
     /// Model folder in the diffusers layout.
     #[arg(long, env = "REDRAFT_GENERATOR_MODEL")]
     pub model: PathBuf,
+
+    /// Compute device. CUDA needs a build with the `cuda` feature.
+    #[arg(long, env = "REDRAFT_GENERATOR_DEVICE", value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
 
     /// Weight dtype.
     #[arg(long, env = "REDRAFT_GENERATOR_DTYPE", value_enum, default_value_t = DtypeArg::Auto)]
@@ -78,9 +93,17 @@ impl GeneratorArgs {
         Ok(())
     }
 
-    /// The compute device: CPU (candle's CUDA and Metal backends are not enabled in this build).
-    pub fn device(&self) -> Device {
-        Device::Cpu
+    /// Opens the compute device.
+    pub fn open_device(&self) -> anyhow::Result<Device> {
+        match self.device {
+            DeviceArg::Cpu => Ok(Device::Cpu),
+            DeviceArg::Auto => Ok(Device::cuda_if_available(0)?),
+            DeviceArg::Cuda => Device::new_cuda(0).map_err(|error| {
+                anyhow::anyhow!(
+                    "--device cuda failed: {error}; build with `--features redraft-generator/cuda` on a machine with a CUDA GPU, or pass --device cpu"
+                )
+            }),
+        }
     }
 
     /// The weight dtype for `device`.

@@ -103,13 +103,14 @@ pub async fn run(args: GeneratorArgs) -> anyhow::Result<()> {
 }
 
 async fn load(args: &GeneratorArgs) -> anyhow::Result<Loaded> {
-    let device = args.device();
+    let device = args.open_device()?;
     let dtype = args.dtype_for(&device);
     let model_dir = args.model.clone();
+    let load_device = device.clone();
     let (pipeline, elapsed) = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
         let folder = ModelFolder::open(&model_dir)?;
-        let pipeline = Pipeline::load(folder, device, dtype)?;
+        let pipeline = Pipeline::load(folder, load_device, dtype)?;
         Ok::<_, GeneratorError>((pipeline, started.elapsed()))
     })
     .await??;
@@ -126,7 +127,7 @@ async fn load(args: &GeneratorArgs) -> anyhow::Result<Loaded> {
         default_guidance_scale: folder.defaults.guidance_scale,
         default_scheduler: folder.scheduler.kind,
     };
-    let info = info(&folder, &limits, dtype, &args.device());
+    let info = info(&folder, &limits, dtype, &device);
     let handle = ModelHandle::spawn(pipeline, args.queue_capacity)?;
 
     // Warm up with one smallest image, one step, so the first request does not pay for lazy set-up.
