@@ -29,7 +29,7 @@ pub struct JobsArgs {
 pub enum JobsCommand {
     /// List jobs, newest first.
     List {
-        /// Most jobs to list.
+        /// Maximum number of jobs to list.
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },

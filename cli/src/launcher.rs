@@ -130,7 +130,7 @@ impl Launcher {
                 }
                 Err(_) => bail!("{} did not bind its ports within {:?}", spec.name, self.startup_timeout),
             },
-            status = child.wait() => bail!("{} exited during start-up ({}); its log above says why", spec.name, status?),
+            status = child.wait() => bail!("{} exited during start-up ({}); see its log above for the cause", spec.name, status?),
         };
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
@@ -146,7 +146,7 @@ impl Launcher {
                 Ok(outcome) => outcome,
                 Err(_) => Err(anyhow::anyhow!("{} did not report SERVING within {:?}", spec.name, self.startup_timeout)),
             },
-            status = actor.child.wait() => Err(anyhow::anyhow!("{} exited during start-up ({}); its log above says why", spec.name, status?)),
+            status = actor.child.wait() => Err(anyhow::anyhow!("{} exited during start-up ({}); see its log above for the cause", spec.name, status?)),
         };
         if let Err(error) = outcome {
             // A child that died explains the failure better than the connection error it caused.
@@ -154,7 +154,7 @@ impl Launcher {
                 tokio::time::timeout(Duration::from_secs(2), actor.child.wait()).await
             {
                 bail!(
-                    "{} exited during start-up ({status}); its log above says why",
+                    "{} exited during start-up ({status}); see its log above for the cause",
                     spec.name
                 );
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::launcher::{ActorSpec, Launcher, RunningActor};
 use crate::models::ModelPaths;
 
-/// What to start.
+/// The actors to start.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
     /// Model folders.

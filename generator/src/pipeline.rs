@@ -56,7 +56,7 @@ pub struct StageTimings {
     pub decode: Duration,
 }
 
-/// What the denoising loop reports after each step.
+/// Progress report of the denoising loop after each step.
 #[derive(Debug, Clone, Copy)]
 pub struct StepProgress {
     /// Steps done.

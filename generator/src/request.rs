@@ -19,7 +19,7 @@ pub struct Limits {
     pub side_multiple: usize,
     /// Largest number of steps.
     pub max_steps: usize,
-    /// Longest prompt in characters.
+    /// Maximum prompt length in characters.
     pub max_prompt_chars: usize,
     /// Side used when a request gives 0.
     pub default_side: usize,

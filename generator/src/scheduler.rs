@@ -52,15 +52,15 @@ pub struct SchedulerSpec {
     pub beta_start: f64,
     /// Beta at the last training timestep.
     pub beta_end: f64,
-    /// How beta grows over the training timesteps.
+    /// Growth of beta over the training timesteps.
     pub beta_schedule: BetaSchedule,
     /// Training timesteps.
     pub train_timesteps: usize,
-    /// What the UNet predicts.
+    /// Quantity the UNet predicts (noise, velocity or sample).
     pub prediction_type: PredictionType,
     /// Offset added to leading-spaced timesteps.
     pub steps_offset: usize,
-    /// How inference timesteps are spread over the training ones.
+    /// Spacing of the inference timesteps over the training ones.
     pub timestep_spacing: TimestepSpacing,
 }
 
@@ -111,7 +111,7 @@ impl SchedulerSpec {
         let kind = match json.class_name.as_str() {
             "EulerAncestralDiscreteScheduler" => SchedulerKind::EulerAncestral,
             // PNDM, LMS and the other multistep schedulers that SD folders ship
-            // share DDIM's beta schedule, so DDIM stands in for them.
+            // share DDIM's beta schedule, so DDIM replaces them.
             _ => SchedulerKind::Ddim,
         };
         let beta_schedule = match json.beta_schedule.as_str() {

@@ -25,7 +25,7 @@ pub struct WorkItem {
     pub input: GenerationInput,
     /// The request as resolved, echoed in the result.
     pub resolved: GenerateRequest,
-    /// Where events go; a closed channel cancels the work.
+    /// Destination of the events. A closed channel cancels the work.
     pub events: EventSender,
     /// When the request was queued.
     pub queued_at: Instant,

@@ -44,7 +44,7 @@ fn retryable(code: Code) -> bool {
     )
 }
 
-/// True when the failure says the replica cannot be reached.
+/// True when the failure shows that the replica cannot be reached.
 fn unreachable(status: &tonic::Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::Unknown)
 }

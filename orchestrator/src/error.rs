@@ -33,7 +33,7 @@ pub enum OrchestratorError {
         message: String,
     },
 
-    /// A replica answered with something the contract does not allow.
+    /// A replica returned a response that the contract does not allow.
     #[error("{pool} {address} sent an invalid response: {message}")]
     BadResponse {
         pool: &'static str,

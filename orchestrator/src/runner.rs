@@ -29,7 +29,7 @@ pub struct Runner {
     critics: Arc<Pool>,
 }
 
-/// How a job's loop ended.
+/// The reason a job's loop ended.
 enum Ending {
     Satisfied,
     Exhausted(String),
@@ -270,7 +270,7 @@ impl Runner {
     }
 }
 
-/// What a candidate task needs.
+/// Inputs of one candidate task.
 struct CandidateContext {
     store: Arc<JobStore>,
     generators: Arc<Pool>,

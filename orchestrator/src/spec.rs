@@ -17,7 +17,7 @@ pub const SIDE_MULTIPLE: u32 = 8;
 /// Server-side limits on jobs.
 #[derive(Debug, Clone)]
 pub struct SpecLimits {
-    /// Longest prompt in characters.
+    /// Maximum prompt length in characters.
     pub max_prompt_chars: usize,
     /// Largest image width or height.
     pub max_side: u32,

@@ -3,7 +3,7 @@
 
 use redraft_proto::{Action, Job};
 
-/// What one candidate of the next iteration should be drawn with.
+/// Settings of one candidate of the next iteration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CandidatePlan {
     /// Seed of the initial noise.

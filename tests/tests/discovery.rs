@@ -14,7 +14,7 @@ use redraft_tests::{launcher, run_job, spec, tiny_models};
 
 const EXE: &str = env!("CARGO_BIN_EXE_redraft-under-test");
 
-/// Answers every lookup with the addresses the test sets.
+/// Resolver that returns the addresses the test sets, for every lookup.
 #[derive(Default)]
 struct ScriptedResolver {
     answers: Mutex<Vec<SocketAddr>>,
