@@ -1,6 +1,7 @@
 //! The `redraft` command: `up`, `generate`, `jobs`, `models`, and each actor
 //! as a subcommand.
 
+pub mod critique;
 pub mod generate;
 pub mod jobs;
 pub mod launcher;
@@ -48,6 +49,8 @@ pub enum Command {
     /// Generate an image for a prompt with self-review, and write the final
     /// image, every candidate and a report.
     Generate(generate::GenerateArgs),
+    /// Judge one image against a prompt with the critic and print its checks.
+    Critique(critique::CritiqueArgs),
     /// List, inspect or cancel jobs on a running orchestrator.
     Jobs(jobs::JobsArgs),
     /// Manage model folders.
@@ -105,6 +108,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => {
             init_logging(&args.log)?;
             generate::run(args).await
+        }
+        Command::Critique(args) => {
+            init_logging(&args.log)?;
+            critique::run(args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Jobs(args) => {
             init_logging(&args.log)?;

@@ -292,3 +292,93 @@ async fn missing_model_folder_named() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critique_prints_checks_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("image.png");
+    let image = image::RgbImage::from_fn(64, 64, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 4) as u8, 90])
+    });
+    image.save(&path).unwrap();
+    let output = redraft()
+        .args([
+            "critique",
+            "--prompt",
+            "a red circle",
+            "--json",
+            "--critic-model",
+        ])
+        .arg(&tiny_models().critic)
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let critique: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let score = critique["score"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&score));
+    let kinds: Vec<&str> = critique["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|check| check["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"alignment"), "{kinds:?}");
+    assert!(kinds.contains(&"quality"), "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critique_rejects_non_png() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("image.png");
+    std::fs::write(&path, b"plain text").unwrap();
+    let output = redraft()
+        .args(["critique", "--prompt", "a red circle", "--critic-model"])
+        .arg(&tiny_models().critic)
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not a decodable PNG"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critique_against_running_critic() {
+    let stack = redraft_tests::TestStack::start(EXE.as_ref(), 1, 1)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("image.png");
+    image::RgbImage::from_pixel(32, 32, image::Rgb([255, 255, 255]))
+        .save(&path)
+        .unwrap();
+    let output = redraft()
+        .args([
+            "critique",
+            "--prompt",
+            "a red circle",
+            "--critic",
+            &stack.url("critic-1"),
+        ])
+        .arg(&path)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // A blank white image fails the hard blank check, so the score is 0.
+    assert!(stdout.starts_with("score 0.000"), "{stdout}");
+    assert!(stdout.contains("FAIL!"), "{stdout}");
+    stack.stop().await;
+}
