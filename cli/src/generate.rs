@@ -11,13 +11,15 @@ use redraft_proto::{
     SubmitJobRequest, job_event,
 };
 
+use redraft_common::serving::ShutdownSignals;
+
 use crate::LogArgs;
 use crate::stack::{self, StackConfig};
 
-/// Exit code of a job that ended FAILED.
-pub const EXIT_FAILED: u8 = 2;
+/// Exit code of a job that ended FAILED (clap uses 2 for usage errors).
+pub const EXIT_FAILED: u8 = 3;
 /// Exit code of a job that ended CANCELLED.
-pub const EXIT_CANCELLED: u8 = 3;
+pub const EXIT_CANCELLED: u8 = 4;
 
 /// Flags of `redraft generate`.
 #[derive(Debug, clap::Args)]
@@ -25,12 +27,13 @@ pub struct GenerateArgs {
     /// The text prompt.
     pub prompt: String,
 
-    /// Output folder for final.png, candidates/ and report.json.
+    /// Output folder for final.png, candidates/ and report.json. Those three are
+    /// replaced if they exist; other files in the folder are left alone.
     #[arg(long, short)]
     pub out: PathBuf,
 
-    /// Orchestrator URL, for example http://127.0.0.1:50050. Without it, redraft
-    /// starts its own actors on free loopback ports for this command.
+    /// Orchestrator address, for example http://127.0.0.1:50050 or 127.0.0.1:50050. Without
+    /// it, redraft starts its own actors on free loopback ports for this command.
     #[arg(long, env = "REDRAFT_ORCHESTRATOR")]
     pub orchestrator: Option<String>,
 
@@ -42,36 +45,36 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub seed: Option<u64>,
 
-    /// Image width in pixels, a multiple of 8. Default: the model's.
+    /// Image width in pixels, a multiple of 8 up to 1024. Default: the model's.
     #[arg(long)]
     pub width: Option<u32>,
 
-    /// Image height in pixels, a multiple of 8. Default: the model's.
+    /// Image height in pixels, a multiple of 8 up to 1024. Default: the model's.
     #[arg(long)]
     pub height: Option<u32>,
 
-    /// Denoising steps. Default: the model's.
+    /// Denoising steps, 1 to 150. Default: the model's.
     #[arg(long)]
     pub steps: Option<u32>,
 
-    /// Classifier-free guidance scale. Default: the model's.
-    #[arg(long)]
+    /// Classifier-free guidance scale, 0 to 50. Default: the model's.
+    #[arg(long, allow_negative_numbers = true)]
     pub guidance: Option<f32>,
 
     /// Critic score in [0, 1] at which the job is satisfied.
     #[arg(long, default_value_t = redraft_orchestrator::spec::DEFAULT_THRESHOLD)]
     pub threshold: f32,
 
-    /// Iteration limit.
+    /// Iteration limit, 1 to 32.
     #[arg(long, default_value_t = redraft_orchestrator::spec::DEFAULT_MAX_ITERATIONS)]
     pub max_iterations: u32,
 
-    /// Candidates drawn per iteration.
+    /// Candidates drawn per iteration, 1 to 16.
     #[arg(long, default_value_t = redraft_orchestrator::spec::DEFAULT_CANDIDATES)]
     pub candidates: u32,
 
-    /// Wall-clock budget in seconds. Default: the orchestrator's maximum.
-    #[arg(long)]
+    /// Wall-clock budget in seconds, above 0 and at most 3600. Default: the maximum.
+    #[arg(long, allow_negative_numbers = true)]
     pub deadline: Option<f64>,
 
     /// Generator model folder for the local actors. Default: models/shapes-v1/generator, else tiny models.
@@ -116,9 +119,16 @@ impl GenerateArgs {
 
 /// Runs `redraft generate`.
 pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
+    let mut signals = ShutdownSignals::install()?;
+    prepare_out(&args.out)?;
     if let Some(url) = args.orchestrator.clone() {
-        return run_job(&url, &args).await;
+        return run_job(&url, &args, &mut signals).await;
     }
+
+    // Check the flags before any actor starts.
+    let limits = redraft_orchestrator::spec::SpecLimits::defaults();
+    redraft_orchestrator::spec::resolve(Some(args.spec()), &limits)
+        .map_err(|error| anyhow::anyhow!(flag_names(&error.to_string())))?;
 
     // Start private actors for the duration of the command.
     let launcher = crate::up::launcher(600.0, 5.0, &args.log, &args.actor_log_level)?;
@@ -131,9 +141,12 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         orchestrator_args: Vec::new(),
     };
     tracing::info!("starting local actors");
-    let mut stack = stack::start(&launcher, &config).await?;
+    let mut stack = tokio::select! {
+        stack = stack::start(&launcher, &config) => stack?,
+        signal = signals.recv() => anyhow::bail!("received {signal} while starting; stopped the actors"),
+    };
     let outcome = tokio::select! {
-        outcome = run_job(&stack.orchestrator_url, &args) => outcome,
+        outcome = run_job(&stack.orchestrator_url, &args, &mut signals) => outcome,
         (name, status) = stack::first_exit(&mut stack.actors) => {
             Err(anyhow::anyhow!("local {name} exited unexpectedly ({status})"))
         }
@@ -142,7 +155,11 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     outcome
 }
 
-async fn run_job(url: &str, args: &GenerateArgs) -> anyhow::Result<ExitCode> {
+async fn run_job(
+    url: &str,
+    args: &GenerateArgs,
+    signals: &mut ShutdownSignals,
+) -> anyhow::Result<ExitCode> {
     let mut client = crate::connect_orchestrator(url).await?;
     let mut stream = client
         .generate(SubmitJobRequest {
@@ -150,7 +167,10 @@ async fn run_job(url: &str, args: &GenerateArgs) -> anyhow::Result<ExitCode> {
         })
         .await
         .map_err(|status| {
-            anyhow::anyhow!("the orchestrator rejected the job: {}", status.message())
+            anyhow::anyhow!(
+                "the orchestrator rejected the job: {}",
+                flag_names(status.message())
+            )
         })?
         .into_inner();
 
@@ -170,8 +190,8 @@ async fn run_job(url: &str, args: &GenerateArgs) -> anyhow::Result<ExitCode> {
     let finished: Job = loop {
         let message = tokio::select! {
             message = stream.message() => message,
-            _ = tokio::signal::ctrl_c(), if !cancel_sent && !job_id.is_empty() => {
-                progress.println("cancelling the job");
+            signal = signals.recv(), if !cancel_sent && !job_id.is_empty() => {
+                progress.println(format!("received {signal}; cancelling the job"));
                 cancel_sent = true;
                 client.cancel_job(CancelJobRequest { job_id: job_id.clone() }).await?;
                 continue;
@@ -243,4 +263,48 @@ async fn run_job(url: &str, args: &GenerateArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_FAILED))
         }
     }
+}
+
+/// Rewrites the job spec's field names in a message into the flags that set them.
+fn flag_names(message: &str) -> String {
+    const FLAGS: [(&str, &str); 10] = [
+        ("spec.params.negative_prompt", "--negative-prompt"),
+        ("spec.params.width", "--width"),
+        ("spec.params.height", "--height"),
+        ("spec.params.steps", "--steps"),
+        ("spec.params.guidance_scale", "--guidance"),
+        ("spec.policy.threshold", "--threshold"),
+        ("spec.policy.max_iterations", "--max-iterations"),
+        ("spec.policy.candidates_per_iteration", "--candidates"),
+        ("spec.policy.deadline_seconds", "--deadline"),
+        ("spec.prompt", "PROMPT"),
+    ];
+    FLAGS
+        .iter()
+        .fold(message.to_string(), |message, (field, flag)| {
+            message.replace(field, flag)
+        })
+}
+
+/// Creates the output folder, or fails before any work when it cannot be
+/// used, and removes the results of an earlier run in it.
+fn prepare_out(out: &std::path::Path) -> anyhow::Result<()> {
+    if out.exists() && !out.is_dir() {
+        anyhow::bail!("--out {}: exists and is not a folder", out.display());
+    }
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("--out {}: failed to create the folder", out.display()))?;
+    for stale in ["final.png", "report.json"] {
+        let path = out.join(stale);
+        if path.is_file() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("failed to remove the old {}", path.display()))?;
+        }
+    }
+    let candidates = out.join("candidates");
+    if candidates.is_dir() {
+        std::fs::remove_dir_all(&candidates)
+            .with_context(|| format!("failed to remove the old {}", candidates.display()))?;
+    }
+    Ok(())
 }

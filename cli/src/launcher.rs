@@ -105,10 +105,22 @@ impl Launcher {
             .stderr(Stdio::inherit())
             .process_group(0)
             .kill_on_drop(true);
+        // Children get SIGTERM when this process dies, even by SIGKILL, so
+        // that no actor outlives the command that started it.
+        // NOTE: Linux sends it when the spawning thread exits; tokio's worker
+        // threads live as long as the runtime, which is the whole command.
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe and touches only the child.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                    .map_err(std::io::Error::from)
+            });
+        }
         let mut child = command
             .spawn()
             .with_context(|| format!("failed to start {} ({})", spec.name, self.exe.display()))?;
-        tracing::info!(actor = %spec.name, pid = child.id(), "started");
+        tracing::debug!(actor = %spec.name, pid = child.id(), "started");
 
         // Read the announcement, then keep draining stdout so the child never blocks on it.
         let stdout = child.stdout.take().context("child stdout is piped")?;
@@ -161,7 +173,7 @@ impl Launcher {
             self.stop(&mut actor).await;
             return Err(error);
         }
-        tracing::info!(actor = %actor.name, grpc = %actor.addrs.grpc, metrics = %actor.addrs.metrics, "serving");
+        tracing::debug!(actor = %actor.name, grpc = %actor.addrs.grpc, metrics = %actor.addrs.metrics, "serving");
         Ok(actor)
     }
 
@@ -174,7 +186,7 @@ impl Launcher {
             tracing::debug!(actor = %actor.name, %error, "SIGTERM failed; the process already exited");
         }
         match tokio::time::timeout(self.grace, actor.child.wait()).await {
-            Ok(Ok(status)) => tracing::info!(actor = %actor.name, %status, "stopped"),
+            Ok(Ok(status)) => tracing::debug!(actor = %actor.name, %status, "stopped"),
             Ok(Err(error)) => {
                 tracing::warn!(actor = %actor.name, %error, "waiting for the actor failed")
             }

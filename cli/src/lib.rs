@@ -111,10 +111,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Critique(args) => {
             init_logging(&args.log)?;
+            restore_sigpipe();
             critique::run(args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Jobs(args) => {
             init_logging(&args.log)?;
+            restore_sigpipe();
             jobs::run(args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Models { command } => match command {
@@ -129,6 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Shapes { command } => {
+            restore_sigpipe();
             let success = shapes::run(command)?;
             Ok(if success {
                 ExitCode::SUCCESS
@@ -164,21 +167,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Lets a closed stdout end the process quietly, as `redraft jobs get ID | head`
+/// expects, in commands that only print; Rust ignores SIGPIPE by default,
+/// which turns it into a panic on the next print.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: no other thread relies on the SIGPIPE disposition in these commands.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
+}
+
 fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
     redraft_common::telemetry::init_logging(args.log_format, &args.log_level)
 }
 
-/// Connects to an orchestrator at `url`.
+/// Connects to an orchestrator at `url`; a bare `host:port` gets `http://`.
 pub async fn connect_orchestrator(
     url: &str,
 ) -> anyhow::Result<redraft_proto::orchestrator_client::OrchestratorClient<tonic::transport::Channel>>
 {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
-        .map_err(|error| anyhow::anyhow!("invalid --orchestrator URL {url:?}: {error}"))?
+    let url = if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("http://{url}")
+    };
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|error| anyhow::anyhow!("invalid --orchestrator address {url:?}: {error}"))?
         .connect()
         .await
         .map_err(|error| {
-            anyhow::anyhow!("failed to connect to the orchestrator at {url}: {error}")
+            anyhow::anyhow!(
+                "failed to connect to the orchestrator at {url}: {error}; is `redraft up` running there?"
+            )
         })?;
     Ok(
         redraft_proto::orchestrator_client::OrchestratorClient::new(channel)

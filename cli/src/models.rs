@@ -104,32 +104,57 @@ pub fn cache_dir() -> PathBuf {
 
 fn tiny_in_cache() -> anyhow::Result<ModelPaths> {
     let dir = cache_dir().join(format!("tiny-{}-seed{TINY_SEED}", redraft_common::VERSION));
-    let paths = ModelPaths {
-        generator: dir.join("generator"),
-        critic: dir.join("critic"),
-    };
-    let complete = redraft_generator::folder::REQUIRED_FILES
-        .iter()
-        .all(|file| paths.generator.join(file).is_file())
-        && ["config.json", "model.safetensors", "tokenizer.json"]
-            .iter()
-            .all(|file| paths.critic.join(file).is_file());
-    if !complete {
-        // Write into a fresh folder and rename it into place, so a
-        // concurrent or interrupted run never leaves a half-written folder.
-        let parent = dir.parent().context("the cache folder has a parent")?;
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("failed to create {}", parent.display()))?;
-        let staging = parent.join(format!(".tiny-staging-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&staging);
-        write_tiny(&staging, TINY_SEED)?;
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&staging, &dir)
-            .with_context(|| format!("failed to move the tiny models to {}", dir.display()))?;
-    }
+    let paths = ensure_tiny(&dir, TINY_SEED)?;
     tracing::warn!(
         folder = %dir.display(),
         "no trained models found under {DEFAULT_MODELS}; using tiny random-weight models, whose images are noise"
     );
+    Ok(paths)
+}
+
+fn is_complete(paths: &ModelPaths) -> bool {
+    redraft_generator::folder::REQUIRED_FILES
+        .iter()
+        .all(|file| paths.generator.join(file).is_file())
+        && ["config.json", "model.safetensors", "tokenizer.json"]
+            .iter()
+            .all(|file| paths.critic.join(file).is_file())
+}
+
+/// Returns tiny models in `dir`, writing them first when they are missing.
+/// The folder appears only by an atomic rename of a finished one, so
+/// concurrent commands never see a half-written folder or delete one in use.
+pub fn ensure_tiny(dir: &Path, seed: u64) -> anyhow::Result<ModelPaths> {
+    let paths = ModelPaths {
+        generator: dir.join("generator"),
+        critic: dir.join("critic"),
+    };
+    if is_complete(&paths) {
+        return Ok(paths);
+    }
+    let parent = dir.parent().context("the model folder has a parent")?;
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("failed to create {}", parent.display()))?;
+    let unique = format!("{}-{}", std::process::id(), rand::random::<u32>());
+    let staging = parent.join(format!(".tiny-staging-{unique}"));
+    write_tiny(&staging, seed)?;
+
+    // A folder left incomplete by an older version is moved aside first.
+    if dir.exists() && !is_complete(&paths) {
+        let aside = parent.join(format!(".tiny-incomplete-{unique}"));
+        if std::fs::rename(dir, &aside).is_ok() {
+            let _ = std::fs::remove_dir_all(&aside);
+        }
+    }
+    if let Err(error) = std::fs::rename(&staging, dir) {
+        let _ = std::fs::remove_dir_all(&staging);
+        // Another command finished first, which is as good.
+        if !is_complete(&paths) {
+            return Err(anyhow::anyhow!(
+                "failed to move the tiny models to {}: {error}",
+                dir.display()
+            ));
+        }
+    }
     Ok(paths)
 }

@@ -89,6 +89,16 @@ fn status_name(status: i32) -> String {
         .unwrap_or_else(|_| format!("unknown({status})"))
 }
 
+/// A float as JSON with its shortest decimal form, so 0.8 stays 0.8
+/// instead of becoming 0.800000011920929.
+fn short(value: f32) -> Value {
+    value
+        .to_string()
+        .parse::<f64>()
+        .map(Value::from)
+        .unwrap_or(Value::Null)
+}
+
 /// The report.json document for `job`.
 pub fn report_json(job: &Job) -> Value {
     let spec = job.spec.clone().unwrap_or_default();
@@ -105,7 +115,7 @@ pub fn report_json(job: &Job) -> Value {
                     .map(|action| action.as_str_name().trim_start_matches("ACTION_").to_lowercase())
                     .unwrap_or_default(),
                 "reason": iteration.reason,
-                "best_score": iteration.best_score,
+                "best_score": short(iteration.best_score),
                 "seconds": iteration.seconds,
                 "candidates": iteration.candidates.iter().map(|candidate| candidate_json(iteration.index, candidate)).collect::<Vec<_>>(),
             })
@@ -116,7 +126,7 @@ pub fn report_json(job: &Job) -> Value {
             "iteration": iteration,
             "candidate": candidate.index,
             "seed": candidate.seed,
-            "score": job.best_score,
+            "score": short(job.best_score),
             "image": format!("candidates/{}", candidate_file(iteration, candidate)),
         })
     });
@@ -131,7 +141,7 @@ pub fn report_json(job: &Job) -> Value {
             "width": params.width,
             "height": params.height,
             "steps": params.steps,
-            "guidance_scale": params.guidance_scale,
+            "guidance_scale": params.guidance_scale.map(short),
             "base_seed": job.base_seed,
             "scheduler": params.scheduler,
         },
@@ -139,14 +149,14 @@ pub fn report_json(job: &Job) -> Value {
             "strategy": Strategy::try_from(policy.strategy)
                 .map(|strategy| strategy.as_str_name().trim_start_matches("STRATEGY_").to_lowercase())
                 .unwrap_or_default(),
-            "threshold": policy.threshold,
+            "threshold": policy.threshold.map(short),
             "max_iterations": policy.max_iterations,
             "candidates_per_iteration": policy.candidates_per_iteration,
             "deadline_seconds": policy.deadline_seconds,
         },
         "iterations": iterations,
         "best": best,
-        "best_score": job.best_score,
+        "best_score": short(job.best_score),
         "totals": {
             "generator_calls": totals.generator_calls,
             "critic_calls": totals.critic_calls,
@@ -171,9 +181,9 @@ fn candidate_json(iteration: u32, candidate: &Candidate) -> Value {
         "width": params.width,
         "height": params.height,
         "steps": params.steps,
-        "guidance_scale": params.guidance_scale,
+        "guidance_scale": params.guidance_scale.map(short),
         "scheduler": params.scheduler,
-        "score": critique.score,
+        "score": short(critique.score),
         "summary": critique.summary,
         "hard_checks_passed": critique.hard_checks_passed,
         "checks": critique.checks.iter().map(|check| json!({
@@ -183,10 +193,10 @@ fn candidate_json(iteration: u32, candidate: &Candidate) -> Value {
             "subject": check.subject,
             "expected": check.expected,
             "observed": check.observed,
-            "score": check.score,
+            "score": short(check.score),
             "passed": check.passed,
             "hard": check.hard,
-            "weight": check.weight,
+            "weight": short(check.weight),
             "feedback": check.feedback,
         })).collect::<Vec<_>>(),
         "image": format!("candidates/{}", candidate_file(iteration, candidate)),

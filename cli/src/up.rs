@@ -72,6 +72,8 @@ pub fn launcher(
 
 /// Runs `redraft up` until Ctrl-C, SIGTERM or a child's death.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    // Install the signal handlers first, so a signal at any point stops the actors.
+    let mut signals = redraft_common::serving::ShutdownSignals::install()?;
     if args.generators == 0 || args.critics == 0 {
         anyhow::bail!(
             "--generators {} and --critics {} must both be at least 1",
@@ -85,6 +87,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         &args.log,
         &args.log.log_level,
     )?;
+    check_port_free(args.listen)?;
     let models = crate::models::resolve(args.generator_model, args.critic_model)?;
     let config = StackConfig {
         models,
@@ -93,7 +96,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         orchestrator_listen: args.listen,
         orchestrator_args: Vec::new(),
     };
-    let mut stack = stack::start(&launcher, &config).await?;
+    let mut stack = tokio::select! {
+        stack = stack::start(&launcher, &config) => stack?,
+        signal = signals.recv() => anyhow::bail!("received {signal} while starting; stopped the actors"),
+    };
     for actor in &stack.actors {
         println!(
             "{:<14} pid {:<8} grpc {}  metrics http://{}/metrics",
@@ -107,11 +113,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     println!("press Ctrl-C to stop");
 
     let outcome = tokio::select! {
-        _ = redraft_common::serving::shutdown_signal() => Ok(()),
+        signal = signals.recv() => {
+            tracing::info!(signal, "stopping the actors");
+            Ok(())
+        }
         (name, status) = stack::first_exit(&mut stack.actors) => {
             Err(anyhow::anyhow!("{name} exited unexpectedly ({status}); stopping the others"))
         }
     };
     launcher.stop_all(&mut stack.actors).await;
     outcome
+}
+
+/// Fails early, with the flag named, when the orchestrator's port is taken.
+fn check_port_free(listen: SocketAddr) -> anyhow::Result<()> {
+    if listen.port() == 0 {
+        return Ok(());
+    }
+    std::net::TcpListener::bind(listen).map(drop).map_err(|error| {
+        anyhow::anyhow!(
+            "--listen {listen} is not available ({error}); stop the server using it or pass another --listen"
+        )
+    })
 }

@@ -101,23 +101,63 @@ pub fn reflection_service() -> anyhow::Result<
         .build_v1()?)
 }
 
-/// Resolves when the process receives SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Handlers for the signals that stop a redraft process: SIGTERM, SIGINT
+/// (Ctrl-C) and SIGHUP. They take effect when installed, so a signal that
+/// arrives before [`ShutdownSignals::recv`] is awaited is not lost.
+pub struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler cannot fail on unix");
-        tokio::select! {
-            _ = ctrl_c => tracing::info!("received Ctrl-C, shutting down"),
-            _ = terminate.recv() => tracing::info!("received SIGTERM, shutting down"),
+    signals: [tokio::signal::unix::Signal; 3],
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers; the default action of these signals (ending
+    /// the process at once) no longer applies.
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                signals: [
+                    signal(SignalKind::terminate())?,
+                    signal(SignalKind::interrupt())?,
+                    signal(SignalKind::hangup())?,
+                ],
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Resolves when one of the signals arrives, and returns its name.
+    pub async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            let [terminate, interrupt, hangup] = &mut self.signals;
+            tokio::select! {
+                _ = terminate.recv() => "SIGTERM",
+                _ = interrupt.recv() => "SIGINT",
+                _ = hangup.recv() => "SIGHUP",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-        tracing::info!("received Ctrl-C, shutting down");
+}
+
+/// Resolves when the process receives SIGTERM, SIGINT (Ctrl-C) or SIGHUP.
+pub async fn shutdown_signal() {
+    match ShutdownSignals::install() {
+        Ok(mut signals) => {
+            let name = signals.recv().await;
+            tracing::info!(signal = name, "shutting down");
+        }
+        Err(error) => {
+            tracing::error!(%error, "failed to install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await;
+        }
     }
 }
 

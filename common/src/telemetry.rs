@@ -22,7 +22,7 @@ pub struct TelemetryArgs {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Log filter in `tracing` syntax, for example `info` or `redraft_generator=debug`.
+    /// Log filter in `tracing` syntax, for example `info`, `debug`, or `info,h2=warn`.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 

@@ -93,9 +93,13 @@ pub async fn run(args: CriticArgs) -> anyhow::Result<()> {
         _ = serving::shutdown_signal() => Ok(()),
         Ok(error) = load_failed_rx => Err(error),
     };
+    // A model that failed to load ends the process at once: a graceful
+    // shutdown would wait for open health Watch streams, which never end.
+    outcome?;
     let _ = stop_tx.send(());
     server.await?;
-    outcome.inspect(|()| tracing::info!("critic stopped"))
+    tracing::info!("critic stopped");
+    Ok(())
 }
 
 async fn load(args: &CriticArgs) -> anyhow::Result<Loaded> {

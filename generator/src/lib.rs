@@ -97,9 +97,13 @@ pub async fn run(args: GeneratorArgs) -> anyhow::Result<()> {
         result = &mut server => return result.map_err(Into::into),
         outcome = shutdown => outcome,
     };
+    // A model that failed to load ends the process at once: a graceful
+    // shutdown would wait for open health Watch streams, which never end.
+    outcome?;
     let _ = stop_tx.send(());
     server.await?;
-    outcome.inspect(|()| tracing::info!("generator stopped"))
+    tracing::info!("generator stopped");
+    Ok(())
 }
 
 async fn load(args: &GeneratorArgs) -> anyhow::Result<Loaded> {

@@ -31,6 +31,20 @@ pub struct SpecLimits {
     pub max_deadline_seconds: f64,
 }
 
+impl SpecLimits {
+    /// The orchestrator's default limits, as its flags set them.
+    pub fn defaults() -> Self {
+        Self {
+            max_prompt_chars: 1000,
+            max_side: 1024,
+            max_steps: 150,
+            max_iterations: 32,
+            max_candidates: 16,
+            max_deadline_seconds: 3600.0,
+        }
+    }
+}
+
 /// Checks a submitted spec and fills in the policy defaults.
 pub fn resolve(spec: Option<JobSpec>, limits: &SpecLimits) -> Result<JobSpec, InvalidArgument> {
     let spec =

@@ -15,16 +15,33 @@ use redraft_proto::{
 };
 use tonic::transport::Channel;
 
-/// Tiny random-weight models shared by every test of the process.
+/// Tiny random-weight models shared by every test of the process, written
+/// into `target/test-models/PID`. Folders of test processes that have ended
+/// are removed, so runs leave nothing behind for long.
 pub fn tiny_models() -> &'static ModelPaths {
-    static MODELS: OnceLock<(tempfile::TempDir, ModelPaths)> = OnceLock::new();
-    let (_, paths) = MODELS.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let paths =
-            redraft_cli::models::write_tiny(dir.path(), 11).expect("tiny models are written");
-        (dir, paths)
-    });
-    paths
+    static MODELS: OnceLock<ModelPaths> = OnceLock::new();
+    MODELS.get_or_init(|| {
+        let root = repo_root().join("target").join("test-models");
+        remove_ended_runs(&root);
+        let dir = root.join(std::process::id().to_string());
+        redraft_cli::models::ensure_tiny(&dir, 11).expect("tiny models are written")
+    })
+}
+
+fn remove_ended_runs(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|name| name.parse::<i32>().ok()) else {
+            continue;
+        };
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A launcher for the redraft binary at `exe`, quiet unless `LOG_LEVEL` is set.

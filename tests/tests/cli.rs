@@ -101,7 +101,7 @@ async fn generate_rejects_bad_threshold() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    assert!(stderr.contains("spec.policy.threshold"), "{stderr}");
+    assert!(stderr.contains("invalid --threshold: 2"), "{stderr}");
     assert!(stderr.contains("[0, 1]"), "{stderr}");
     assert!(!out.path().join("final.png").exists());
 }
@@ -381,4 +381,39 @@ async fn critique_against_running_critic() {
     assert!(stdout.starts_with("score 0.000"), "{stdout}");
     assert!(stdout.contains("FAIL!"), "{stdout}");
     stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_rejects_file_as_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("taken");
+    std::fs::write(&file, b"x").unwrap();
+    let output = redraft()
+        .args(["generate", "a red circle", "--out"])
+        .arg(&file)
+        .args(model_flags())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("exists and is not a folder"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_rejects_taken_port() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = redraft()
+        .args(["up", "--listen", &address])
+        .args(model_flags())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("--listen {address} is not available")),
+        "{stderr}"
+    );
 }
