@@ -79,7 +79,7 @@ def load_dataset(root: pathlib.Path) -> Dataset:
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 3, H, W) to float in [-1, 1], as the VAE sees images."""
+    """uint8 (N, 3, H, W) to float in [-1, 1], the VAE's input range."""
     return images.float() / 127.5 - 1.0
 
 
@@ -92,7 +92,7 @@ def clip_normalise(images: torch.Tensor) -> torch.Tensor:
 
 def corrupt(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Light noise, blur and colour shift on float images in [0, 255], so the
-    critic also sees images that look generated rather than rendered."""
+    critic also learns from images that look generated rather than rendered."""
     batch = images.shape[0]
     noise = torch.randn(images.shape, generator=generator) * 6.0
     shift = (torch.rand((batch, 3, 1, 1), generator=generator) - 0.5) * 8.0
