@@ -37,7 +37,7 @@ pub struct GenerateArgs {
     #[arg(long, env = "REDRAFT_ORCHESTRATOR")]
     pub orchestrator: Option<String>,
 
-    /// What the image should not show.
+    /// Negative prompt: content the image should not show.
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
 

@@ -45,7 +45,7 @@ impl BoundAddrs {
     pub fn announce(&self) {
         use std::io::Write;
         let mut stdout = std::io::stdout().lock();
-        // A closed stdout only means nobody reads the announcement.
+        // A closed stdout only means that no process reads the announcement.
         let _ = writeln!(stdout, "{}", self.announcement());
         let _ = stdout.flush();
     }

@@ -14,7 +14,7 @@ use tracing::Instrument as _;
 use crate::CriticError;
 use crate::worker::JudgeHandle;
 
-/// The loaded model as the service sees it.
+/// The loaded model, with the `Info` response the service uses.
 pub struct Loaded {
     /// The model thread.
     pub handle: JudgeHandle,

@@ -72,7 +72,7 @@ pub struct TextEncoderConfig {
     pub num_hidden_layers: usize,
     /// Attention heads.
     pub num_attention_heads: usize,
-    /// Longest token sequence, and the length prompts are padded to.
+    /// Maximum token sequence length, and the length prompts are padded to.
     pub max_position_embeddings: usize,
     /// `quick_gelu` (v1.x, tiny models) or `gelu` (v2.x).
     #[serde(default = "default_hidden_act")]

@@ -13,7 +13,7 @@ use crate::GeneratorError;
 use crate::request::{Limits, resolve};
 use crate::worker::{ModelHandle, WorkItem};
 
-/// The loaded model as the service sees it.
+/// The loaded model, with the limits and `Info` response the service uses.
 pub struct Loaded {
     /// The model thread.
     pub handle: ModelHandle,

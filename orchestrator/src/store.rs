@@ -143,7 +143,7 @@ impl JobStore {
             .ok_or_else(|| not_found(job_id))?;
         let event = change(&mut entry.job);
         if let Some(event) = event {
-            // No receiver only means nobody is watching.
+            // An error here only means that no client is watching.
             let _ = entry.events.send(JobEvent {
                 job_id: job_id.to_string(),
                 status: entry.job.status,

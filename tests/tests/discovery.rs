@@ -111,7 +111,7 @@ async fn job_survives_critic_scaling() {
     let info_client = client.clone();
     let mut job_client = client.clone();
 
-    // Waits until the orchestrator sees `count` healthy critics.
+    // Waits until the orchestrator reports `count` healthy critics.
     let healthy_critics = |count: usize| {
         let mut info_client = info_client.clone();
         async move {
