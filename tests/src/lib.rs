@@ -11,7 +11,8 @@ use redraft_cli::models::ModelPaths;
 use redraft_cli::stack::{self, Stack, StackConfig};
 use redraft_proto::orchestrator_client::OrchestratorClient;
 use redraft_proto::{
-    GenerationParams, Job, JobSpec, LoopPolicy, SubmitJobRequest, WatchJobRequest, job_event,
+    GenerationParams, InfoRequest, Job, JobSpec, LoopPolicy, SubmitJobRequest, WatchJobRequest,
+    job_event,
 };
 use tonic::transport::Channel;
 
@@ -76,7 +77,32 @@ impl TestStack {
             orchestrator_args: Vec::new(),
         };
         let stack = stack::start(&launcher, &config).await?;
-        Ok(Self { launcher, stack })
+        let started = Self { launcher, stack };
+        started.wait_all_replicas_healthy().await?;
+        Ok(started)
+    }
+
+    /// Waits until the orchestrator reports every replica healthy. It
+    /// serves once one replica per pool is healthy, so without this wait a
+    /// test could find its jobs served by fewer replicas than it started.
+    async fn wait_all_replicas_healthy(&self) -> anyhow::Result<()> {
+        let mut client = self.client().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let info = client.info(InfoRequest {}).await?.into_inner();
+            let all_healthy = info
+                .generators
+                .iter()
+                .chain(&info.critics)
+                .all(|replica| replica.healthy);
+            if all_healthy {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("replicas still unhealthy after 60 s: {info:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// A client of the orchestrator.
