@@ -111,9 +111,16 @@ fn kind_name(kind: i32) -> String {
 
 fn print_table(critique: &Critique) {
     println!("score {:.3}: {}", critique.score, critique.summary);
+    let subject_width = critique
+        .checks
+        .iter()
+        .map(|check| check.subject.chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp(7, 48);
     println!(
-        "{:<10} {:<6} {:>6}  {:<24}  observed",
-        "check", "result", "score", "subject"
+        "{:<10} {:<6} {:>6}  {:<subject_width$}  {:<10}  observed",
+        "check", "result", "score", "subject", "expected"
     );
     for check in &critique.checks {
         let result = if check.passed {
@@ -123,12 +130,20 @@ fn print_table(critique: &Critique) {
         } else {
             "fail"
         };
+        // Probe checks expect a short value ("two"); the others a sentence,
+        // which the table leaves out.
+        let expected = if check.variants.is_empty() {
+            ""
+        } else {
+            check.expected.as_str()
+        };
         println!(
-            "{:<10} {:<6} {:>6.3}  {:<24}  {}",
+            "{:<10} {:<6} {:>6.3}  {:<subject_width$}  {:<10}  {}",
             kind_name(check.kind),
             result,
             check.score,
             check.subject,
+            expected,
             check.observed
         );
         if !check.passed && !check.feedback.is_empty() {
@@ -153,6 +168,11 @@ fn critique_json(critique: &Critique) -> serde_json::Value {
             "hard": check.hard,
             "weight": check.weight,
             "feedback": check.feedback,
+            "variants": check.variants.iter().map(|variant| serde_json::json!({
+                "text": variant.text,
+                "probability": variant.probability,
+                "value": variant.value,
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
 }

@@ -7,14 +7,14 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use redraft_proto::{
-    CancelJobRequest, GenerationParams, Job, JobSpec, JobStatus, LoopPolicy, Strategy,
-    SubmitJobRequest, job_event,
+    CancelJobRequest, GenerationParams, Job, JobSpec, JobStatus, LoopPolicy, SubmitJobRequest,
+    job_event,
 };
 
 use redraft_common::serving::ShutdownSignals;
 
-use crate::LogArgs;
 use crate::stack::{self, StackConfig};
+use crate::{LogArgs, StrategyArg};
 
 /// Exit code of a job that ended FAILED (clap uses 2 for usage errors).
 pub const EXIT_FAILED: u8 = 3;
@@ -73,6 +73,15 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = redraft_orchestrator::spec::DEFAULT_CANDIDATES)]
     pub candidates: u32,
 
+    /// How the loop spends its budget.
+    #[arg(long, value_enum, default_value_t = StrategyArg::Adaptive)]
+    pub strategy: StrategyArg,
+
+    /// Budget in generator calls (one per candidate), 1 to 256. Default: max
+    /// iterations times candidates.
+    #[arg(long)]
+    pub budget: Option<u32>,
+
     /// Wall-clock budget in seconds, above 0 and at most 3600. Default: the maximum.
     #[arg(long, allow_negative_numbers = true)]
     pub deadline: Option<f64>,
@@ -111,7 +120,8 @@ impl GenerateArgs {
                 max_iterations: Some(self.max_iterations),
                 candidates_per_iteration: Some(self.candidates),
                 deadline_seconds: self.deadline,
-                strategy: Strategy::BestOfN as i32,
+                strategy: self.strategy.to_proto() as i32,
+                max_generator_calls: self.budget,
             }),
         }
     }
@@ -267,7 +277,7 @@ async fn run_job(
 
 /// Rewrites the job spec's field names in a message into the flags that set them.
 fn flag_names(message: &str) -> String {
-    const FLAGS: [(&str, &str); 10] = [
+    const FLAGS: [(&str, &str); 12] = [
         ("spec.params.negative_prompt", "--negative-prompt"),
         ("spec.params.width", "--width"),
         ("spec.params.height", "--height"),
@@ -277,6 +287,8 @@ fn flag_names(message: &str) -> String {
         ("spec.policy.max_iterations", "--max-iterations"),
         ("spec.policy.candidates_per_iteration", "--candidates"),
         ("spec.policy.deadline_seconds", "--deadline"),
+        ("spec.policy.max_generator_calls", "--budget"),
+        ("spec.policy.strategy", "--strategy"),
         ("spec.prompt", "PROMPT"),
     ];
     FLAGS

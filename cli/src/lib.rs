@@ -1,7 +1,9 @@
-//! The `redraft` command: `up`, `generate`, `jobs`, `models`, and each actor
+//! The `redraft` command: `up`, `generate`, `eval`, `jobs`, `models`, and each actor
 //! as a subcommand.
 
 pub mod critique;
+pub mod eval;
+pub mod eval_report;
 pub mod generate;
 pub mod jobs;
 pub mod launcher;
@@ -40,6 +42,31 @@ pub struct LogArgs {
     pub log_level: String,
 }
 
+/// A loop strategy, as the commands for people name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StrategyArg {
+    /// New seeds each iteration; the critic only ranks.
+    BestOfN,
+    /// New seeds with a prompt rewritten from the failed checks.
+    Reprompt,
+    /// Image-to-image from the best candidate with the rewritten prompt.
+    Refine,
+    /// Reseed, reprompt or refine, chosen each iteration from the checks and earlier gains.
+    Adaptive,
+}
+
+impl StrategyArg {
+    /// The contract's value.
+    pub fn to_proto(self) -> redraft_proto::Strategy {
+        match self {
+            Self::BestOfN => redraft_proto::Strategy::BestOfN,
+            Self::Reprompt => redraft_proto::Strategy::Reprompt,
+            Self::Refine => redraft_proto::Strategy::Refine,
+            Self::Adaptive => redraft_proto::Strategy::Adaptive,
+        }
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -51,6 +78,10 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Judge one image against a prompt with the critic and print its checks.
     Critique(critique::CritiqueArgs),
+    /// Run prompts through the actors with a strategy and a budget, judge the
+    /// final images with the shapes oracle, and report accuracy; or sweep
+    /// strategies and budgets.
+    Eval(eval::EvalArgs),
     /// List, inspect or cancel jobs on a running orchestrator.
     Jobs(jobs::JobsArgs),
     /// Manage model folders.
@@ -108,6 +139,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => {
             init_logging(&args.log)?;
             generate::run(args).await
+        }
+        Command::Eval(args) => {
+            init_logging(&args.log)?;
+            eval::run(args).await.map(|()| ExitCode::SUCCESS)
         }
         Command::Critique(args) => {
             init_logging(&args.log)?;

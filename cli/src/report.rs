@@ -111,9 +111,7 @@ pub fn report_json(job: &Job) -> Value {
         .map(|iteration| {
             json!({
                 "index": iteration.index,
-                "action": Action::try_from(iteration.action)
-                    .map(|action| action.as_str_name().trim_start_matches("ACTION_").to_lowercase())
-                    .unwrap_or_default(),
+                "action": action_name(iteration.action),
                 "reason": iteration.reason,
                 "best_score": short(iteration.best_score),
                 "seconds": iteration.seconds,
@@ -153,6 +151,7 @@ pub fn report_json(job: &Job) -> Value {
             "max_iterations": policy.max_iterations,
             "candidates_per_iteration": policy.candidates_per_iteration,
             "deadline_seconds": policy.deadline_seconds,
+            "max_generator_calls": policy.max_generator_calls,
         },
         "iterations": iterations,
         "best": best,
@@ -160,6 +159,7 @@ pub fn report_json(job: &Job) -> Value {
         "totals": {
             "generator_calls": totals.generator_calls,
             "critic_calls": totals.critic_calls,
+            "budget_spent": totals.budget_spent,
             "wall_seconds": totals.wall_seconds,
         },
         "created_at": job.created_at,
@@ -168,13 +168,33 @@ pub fn report_json(job: &Job) -> Value {
     })
 }
 
+fn action_name(action: i32) -> String {
+    Action::try_from(action)
+        .map(|action| {
+            action
+                .as_str_name()
+                .trim_start_matches("ACTION_")
+                .to_lowercase()
+        })
+        .unwrap_or_default()
+}
+
 fn candidate_json(iteration: u32, candidate: &Candidate) -> Value {
     let params = candidate.params.clone().unwrap_or_default();
     let critique = candidate.critique.clone().unwrap_or_default();
     let timings = candidate.timings.unwrap_or_default();
     let stages = timings.generator.unwrap_or_default();
+    let init_from = candidate.init_from.map(|from| {
+        json!({
+            "iteration": from.iteration,
+            "candidate": from.candidate,
+        })
+    });
     json!({
         "index": candidate.index,
+        "action": action_name(candidate.action),
+        "init_from": init_from,
+        "strength": short(candidate.strength),
         "seed": candidate.seed,
         "prompt": candidate.prompt,
         "negative_prompt": params.negative_prompt,

@@ -1,7 +1,10 @@
 //! Pieces shared by the redraft actors: logging and metrics set-up, gRPC
-//! serving with health and reflection, PNG and tensor conversions, and the
-//! word-level tokenizer used by the tiny and shapes models.
+//! serving with health and reflection, PNG and tensor conversions, the
+//! word-level tokenizer used by the tiny and shapes models, and the
+//! `--model` and `--dtype` flags with Hugging Face hub downloads.
 
+pub mod dtype;
+pub mod hub;
 pub mod images;
 pub mod invalid;
 pub mod serving;

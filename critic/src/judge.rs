@@ -1,19 +1,33 @@
-//! One critique: quality checks, the CLIP alignment check, and the
-//! aggregate score and summary.
+//! One critique: quality checks, the CLIP alignment check, the probes of
+//! each part of the prompt, and the aggregate score and summary.
 
+use std::sync::Mutex;
 use std::time::Instant;
 
+use candle_core::Tensor;
 use image::RgbImage;
-use redraft_proto::Critique;
+use redraft_proto::{CheckKind, Critique};
 
 use crate::model::ClipScorer;
+use crate::probe::{ProbePlan, probe_check};
 use crate::score::{Calibration, aggregate, alignment_check, summary};
-use crate::{CriticError, quality};
+use crate::{CriticError, prompt, quality};
 
 /// A loaded critic model with its calibration.
 pub struct Judge {
     scorer: ClipScorer,
     calibration: Calibration,
+    /// The probe plan and caption embeddings of the last prompt, because the
+    /// orchestrator sends the same prompt for every candidate of a job.
+    last_prompt: Mutex<Option<PreparedPrompt>>,
+}
+
+/// A prompt's probe plan with the embeddings of its captions.
+#[derive(Clone)]
+struct PreparedPrompt {
+    prompt: String,
+    plan: ProbePlan,
+    embeddings: Tensor,
 }
 
 impl Judge {
@@ -22,6 +36,7 @@ impl Judge {
         Self {
             scorer,
             calibration,
+            last_prompt: Mutex::new(None),
         }
     }
 
@@ -30,19 +45,273 @@ impl Judge {
         &self.scorer
     }
 
+    /// The calibration.
+    pub fn calibration(&self) -> &Calibration {
+        &self.calibration
+    }
+
     /// Judges `image` against `prompt`.
     pub fn critique(&self, prompt: &str, image: &RgbImage) -> Result<Critique, CriticError> {
+        let mut critiques = self.critique_batch(prompt, std::slice::from_ref(image))?;
+        Ok(critiques.remove(0))
+    }
+
+    /// Judges each of `images` against `prompt`, embedding the prompt's
+    /// captions once and the images as one batch. Each critique's `seconds`
+    /// is the batch's time divided by the number of images.
+    pub fn critique_batch(
+        &self,
+        prompt: &str,
+        images: &[RgbImage],
+    ) -> Result<Vec<Critique>, CriticError> {
         let started = Instant::now();
-        let mut checks = quality::quality_checks(image);
-        let cosine = self.scorer.cosine(prompt, image)?;
-        checks.insert(0, alignment_check(prompt, cosine, &self.calibration));
-        let (score, hard_checks_passed) = aggregate(&checks);
-        Ok(Critique {
-            score,
-            summary: summary(&checks),
-            checks,
-            seconds: started.elapsed().as_secs_f64(),
-            hard_checks_passed,
-        })
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prepared = self.prepare(prompt)?;
+        let rows = self.scorer.cosine_rows(&prepared.embeddings, images)?;
+        let logit_scale = self.scorer.logit_scale();
+
+        let mut critiques = Vec::with_capacity(images.len());
+        for (image, cosines) in images.iter().zip(&rows) {
+            let mut checks = vec![alignment_check(prompt, cosines[0], &self.calibration)];
+            for probe in &prepared.plan.probes {
+                checks.push(probe_check(probe, cosines, logit_scale, &self.calibration));
+            }
+            for mut check in quality::quality_checks(image) {
+                check.hard = self.calibration.is_hard(CheckKind::Quality);
+                checks.push(check);
+            }
+            let (score, hard_checks_passed) = aggregate(&checks);
+            let mut text = summary(&checks);
+            for note in &prepared.plan.notes {
+                text.push(' ');
+                text.push_str(note);
+            }
+            critiques.push(Critique {
+                score,
+                summary: text,
+                checks,
+                seconds: 0.0,
+                hard_checks_passed,
+            });
+        }
+        let seconds = started.elapsed().as_secs_f64() / images.len() as f64;
+        for critique in &mut critiques {
+            critique.seconds = seconds;
+        }
+        Ok(critiques)
+    }
+
+    /// Parses `prompt`, plans its probes and embeds their captions, or
+    /// reuses the result of the previous call for the same prompt.
+    fn prepare(&self, prompt: &str) -> Result<PreparedPrompt, CriticError> {
+        let mut last = self
+            .last_prompt
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(prepared) = last.as_ref().filter(|prepared| prepared.prompt == prompt) {
+            return Ok(prepared.clone());
+        }
+        let spec = prompt::parse(prompt);
+        let plan = ProbePlan::build(prompt, &spec, &self.calibration, self.scorer.vocabulary());
+        let embeddings = self.scorer.text_embeddings(&plan.captions)?;
+        tracing::debug!(
+            spec = %spec.describe(),
+            probes = plan.probes.len(),
+            captions = plan.captions.len(),
+            "planned the probes of a new prompt"
+        );
+        let prepared = PreparedPrompt {
+            prompt: prompt.to_string(),
+            plan,
+            embeddings,
+        };
+        *last = Some(prepared.clone());
+        Ok(prepared)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each probe kind on images painted for the hand-set model of
+    //! [`crate::handset`], whose cosine of a caption and an image is the
+    //! overlap of their words. So the variant that shares the most words
+    //! with the painted image is known to win.
+
+    use candle_core::{DType, Device};
+    use redraft_proto::Check;
+
+    use super::*;
+    use crate::handset::{paint_words, write_handset_clip};
+
+    fn judge() -> (tempfile::TempDir, Judge) {
+        let dir = tempfile::tempdir().unwrap();
+        write_handset_clip(dir.path()).unwrap();
+        let scorer = ClipScorer::load(dir.path(), &Device::Cpu, DType::F32).unwrap();
+        let calibration = Calibration::load(dir.path()).unwrap();
+        (dir, Judge::new(scorer, calibration))
+    }
+
+    fn check(critique: &Critique, kind: CheckKind) -> &Check {
+        critique
+            .checks
+            .iter()
+            .find(|check| check.kind == i32::from(kind))
+            .unwrap_or_else(|| panic!("no {kind:?} check in {critique:?}"))
+    }
+
+    #[test]
+    fn matching_image_passes_every_probe() {
+        let (_dir, judge) = judge();
+        let image = paint_words(&["two", "red", "squares"]).unwrap();
+        let critique = judge
+            .critique("a photo of two red squares", &image)
+            .unwrap();
+        for kind in [CheckKind::Presence, CheckKind::Count, CheckKind::Color] {
+            let check = check(&critique, kind);
+            assert!(check.passed, "{check:?}");
+            assert!(check.feedback.is_empty(), "{check:?}");
+        }
+        assert!(critique.hard_checks_passed, "{critique:?}");
+        assert!(critique.score > 0.9, "{critique:?}");
+    }
+
+    #[test]
+    fn presence_names_other_shape() {
+        let (_dir, judge) = judge();
+        // "a circle" shares two features (one, circle) with the image,
+        // "a square" one (one).
+        let image = paint_words(&["one", "red", "circle"]).unwrap();
+        let critique = judge.critique("a red square", &image).unwrap();
+        let presence = check(&critique, CheckKind::Presence);
+        assert!(!presence.passed, "{presence:?}");
+        assert_eq!(presence.subject, "a square");
+        assert_eq!(presence.expected, "square");
+        assert_eq!(presence.observed, "circle");
+        assert_eq!(presence.variants[0].value, "circle");
+        assert_eq!(
+            presence.feedback,
+            "The image seems to show a circle rather than a square, so draw a square."
+        );
+        assert!(check(&critique, CheckKind::Color).passed);
+    }
+
+    #[test]
+    fn count_names_shown_count() {
+        let (_dir, judge) = judge();
+        let image = paint_words(&["three", "red", "squares"]).unwrap();
+        let critique = judge.critique("two red squares", &image).unwrap();
+        let count = check(&critique, CheckKind::Count);
+        assert!(!count.passed, "{count:?}");
+        assert_eq!(
+            (count.expected.as_str(), count.observed.as_str()),
+            ("two", "three")
+        );
+        assert_eq!(count.variants[0].text, "three red squares");
+        assert!(
+            count
+                .feedback
+                .contains("seems to show three red squares, but the prompt asks for two"),
+            "{}",
+            count.feedback
+        );
+        assert!(check(&critique, CheckKind::Color).passed);
+        assert!(check(&critique, CheckKind::Presence).passed);
+    }
+
+    #[test]
+    fn color_names_shown_color() {
+        let (_dir, judge) = judge();
+        let image = paint_words(&["two", "blue", "squares"]).unwrap();
+        let critique = judge.critique("two red squares", &image).unwrap();
+        let color = check(&critique, CheckKind::Color);
+        assert!(!color.passed, "{color:?}");
+        assert_eq!(
+            (color.expected.as_str(), color.observed.as_str()),
+            ("red", "blue")
+        );
+        assert!(
+            color.feedback.contains("seems to show two blue squares"),
+            "{}",
+            color.feedback
+        );
+        assert!(check(&critique, CheckKind::Count).passed);
+        assert!(!critique.summary.starts_with("All"), "{}", critique.summary);
+    }
+
+    #[test]
+    fn relation_names_shown_relation() {
+        let (_dir, judge) = judge();
+        let image =
+            paint_words(&["one", "red", "circle", "right", "one", "blue", "square"]).unwrap();
+        let critique = judge
+            .critique("a red circle to the left of a blue square", &image)
+            .unwrap();
+        let relation = check(&critique, CheckKind::Relation);
+        assert!(!relation.passed, "{relation:?}");
+        assert_eq!(relation.subject, "a red circle left of a blue square");
+        assert_eq!(relation.expected, "left of");
+        assert_eq!(relation.observed, "right of");
+        assert_eq!(relation.variants.len(), 4);
+
+        let image =
+            paint_words(&["one", "red", "circle", "left", "one", "blue", "square"]).unwrap();
+        let critique = judge
+            .critique("a red circle to the left of a blue square", &image)
+            .unwrap();
+        assert!(check(&critique, CheckKind::Relation).passed);
+    }
+
+    #[test]
+    fn batch_matches_single_critiques() {
+        let (_dir, judge) = judge();
+        let prompt = "two red squares above a green triangle";
+        let images = [
+            paint_words(&["two", "red", "squares", "above", "one", "green", "triangle"]).unwrap(),
+            paint_words(&[
+                "three", "blue", "squares", "below", "one", "green", "circle",
+            ])
+            .unwrap(),
+            paint_words(&["one", "red", "square"]).unwrap(),
+        ];
+        let batch = judge.critique_batch(prompt, &images).unwrap();
+        assert_eq!(batch.len(), 3);
+        for (image, batched) in images.iter().zip(&batch) {
+            let single = judge.critique(prompt, image).unwrap();
+            assert!(
+                (single.score - batched.score).abs() < 1e-4,
+                "{} vs {}",
+                single.score,
+                batched.score
+            );
+            assert_eq!(single.checks.len(), batched.checks.len());
+            for (a, b) in single.checks.iter().zip(&batched.checks) {
+                assert_eq!(a.kind, b.kind);
+                assert_eq!(a.passed, b.passed, "{a:?} vs {b:?}");
+                assert!((a.score - b.score).abs() < 1e-4, "{a:?} vs {b:?}");
+            }
+        }
+        assert!(judge.critique_batch(prompt, &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unknown_prompt_words_still_judged() {
+        let (_dir, judge) = judge();
+        let image = paint_words(&["one", "red", "square"]).unwrap();
+        let critique = judge
+            .critique("a red zebra left of a square", &image)
+            .unwrap();
+        assert!(
+            critique.summary.contains("\"zebra\""),
+            "{}",
+            critique.summary
+        );
+        let kinds: Vec<i32> = critique.checks.iter().map(|check| check.kind).collect();
+        assert!(kinds.contains(&i32::from(CheckKind::Alignment)));
+        assert!(
+            kinds.contains(&i32::from(CheckKind::Presence)),
+            "the square is still probed"
+        );
     }
 }

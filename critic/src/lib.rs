@@ -2,18 +2,24 @@
 //! and with image-quality checks, served over gRPC as `redraft.v1.Critic`.
 
 pub mod config;
+pub mod configs;
 pub mod error;
+pub mod handset;
 pub mod judge;
 pub mod model;
+pub mod probe;
+pub mod prompt;
 pub mod quality;
 pub mod score;
 pub mod service;
 pub mod tiny;
+pub mod vocabulary;
 pub mod worker;
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
+use redraft_common::hub::{self, Layout};
 use redraft_common::serving::{self, BoundAddrs};
 use redraft_proto::critic_server::CriticServer;
 use redraft_proto::{CheckKind, CriticInfo};
@@ -50,13 +56,14 @@ pub async fn run(args: CriticArgs) -> anyhow::Result<()> {
         metrics: metrics_addr,
     }
     .announce();
-    tracing::info!(%grpc_addr, %metrics_addr, model = %args.model.display(), "critic listening; loading the model");
+    tracing::info!(%grpc_addr, %metrics_addr, model = %args.model, "critic listening; loading the model");
 
     let loaded = Arc::new(OnceCell::new());
     let service = CriticServer::new(CriticService::new(
         loaded.clone(),
         args.max_prompt_chars as usize,
         args.max_image_side,
+        args.max_batch_images,
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -103,23 +110,44 @@ pub async fn run(args: CriticArgs) -> anyhow::Result<()> {
 }
 
 async fn load(args: &CriticArgs) -> anyhow::Result<Loaded> {
-    let model_dir = args.model.clone();
+    let device = Device::Cpu;
+    let dtype = args.dtype.resolve(&device)?;
+
+    // Fetch a hub repo id into the hub cache; a local folder is used as it is.
+    let layout = Layout::Clip {
+        optional_files: &[score::CALIBRATION_FILE],
+    };
+    let (source, hub_args) = (args.model.clone(), args.hub.clone());
+    let resolved =
+        tokio::task::spawn_blocking(move || hub::resolve(&source, layout, &hub_args)).await??;
+    let model_dir = resolved.dir.clone();
     let (judge, info) = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
-        let device = Device::Cpu;
-        let scorer = ClipScorer::load(&model_dir, &device, DType::F32)?;
+        let scorer = ClipScorer::load(&model_dir, &device, dtype)?;
         let calibration = Calibration::load(&model_dir)?;
         tracing::info!(
             seconds = started.elapsed().as_secs_f64(),
             "critic model loaded"
         );
         let info = CriticInfo {
-            model_id: scorer.model_id().to_string(),
+            model_id: resolved
+                .repo
+                .unwrap_or_else(|| scorer.model_id().to_string()),
             build: Some(redraft_common::build_info()),
             image_size: scorer.image_size() as u32,
             max_prompt_chars: 0,
             max_image_side: 0,
-            check_kinds: vec![CheckKind::Alignment as i32, CheckKind::Quality as i32],
+            max_batch_images: 0,
+            check_kinds: [
+                CheckKind::Alignment,
+                CheckKind::Presence,
+                CheckKind::Count,
+                CheckKind::Color,
+                CheckKind::Relation,
+                CheckKind::Quality,
+            ]
+            .map(i32::from)
+            .to_vec(),
             dtype: format!("{:?}", scorer.dtype()).to_lowercase(),
         };
         Ok::<_, CriticError>((Judge::new(scorer, calibration), info))
@@ -128,6 +156,7 @@ async fn load(args: &CriticArgs) -> anyhow::Result<Loaded> {
     let info = CriticInfo {
         max_prompt_chars: args.max_prompt_chars,
         max_image_side: args.max_image_side,
+        max_batch_images: args.max_batch_images,
         ..info
     };
     let handle = JudgeHandle::spawn(judge, args.queue_capacity)?;

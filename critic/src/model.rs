@@ -15,6 +15,7 @@ use redraft_common::tokenizer::PromptTokenizer;
 use serde::Deserialize;
 
 use crate::error::CriticError;
+use crate::vocabulary::Vocabulary;
 
 /// Model configuration file of a CLIP folder.
 pub const CONFIG_FILE: &str = "config.json";
@@ -250,6 +251,7 @@ fn check_heads(path: &Path, section: &str, hidden: usize, heads: usize) -> Resul
 pub struct ClipScorer {
     model: ClipModel,
     tokenizer: PromptTokenizer,
+    vocabulary: Vocabulary,
     config: ClipConfig,
     logit_scale: f32,
     model_id: String,
@@ -279,6 +281,7 @@ impl ClipScorer {
             &tokenizer_path,
             config.text_config.max_position_embeddings,
         )?;
+        let vocabulary = Vocabulary::from_file(&tokenizer_path)?;
 
         let weights_error = |error: candle_core::Error| {
             CriticError::folder(
@@ -308,6 +311,7 @@ impl ClipScorer {
         Ok(Self {
             model,
             tokenizer,
+            vocabulary,
             config,
             logit_scale,
             model_id: folder_name(dir),
@@ -338,17 +342,26 @@ impl ClipScorer {
         self.logit_scale
     }
 
+    /// Returns the vocabulary of the model's tokenizer.
+    pub fn vocabulary(&self) -> &Vocabulary {
+        &self.vocabulary
+    }
+
     /// Embeds `texts` into an L2-normalised F32 tensor of shape (n, d).
     pub fn text_embeddings(&self, texts: &[String]) -> Result<Tensor, CriticError> {
         if texts.is_empty() {
             return self.empty_embeddings();
         }
-        let max_len = self.tokenizer.max_len();
-        let mut ids = Vec::with_capacity(texts.len() * max_len);
+        let mut rows = Vec::with_capacity(texts.len());
         for text in texts {
-            ids.extend(self.tokenizer.encode(text)?);
+            rows.push(self.tokenizer.encode(text)?);
         }
-        let ids = Tensor::from_vec(ids, (texts.len(), max_len), &self.device)?;
+        let length = pooled_length(&rows);
+        let ids: Vec<u32> = rows
+            .iter()
+            .flat_map(|row| row[..length].iter().copied())
+            .collect();
+        let ids = Tensor::from_vec(ids, (texts.len(), length), &self.device)?;
         let features = self.model.get_text_features(&ids)?.to_dtype(DType::F32)?;
         Ok(div_l2_norm(&features)?)
     }
@@ -394,10 +407,53 @@ impl ClipScorer {
         Ok(text.matmul(&image.t()?)?.flatten_all()?.to_vec1::<f32>()?)
     }
 
+    /// Computes the cosine similarity of each row of `text_embeddings` (n, d)
+    /// with each image of `images`, embedding the images as one batch.
+    /// Returns one row per image with n values each.
+    pub fn cosine_rows(
+        &self,
+        text_embeddings: &Tensor,
+        images: &[RgbImage],
+    ) -> Result<Vec<Vec<f32>>, CriticError> {
+        let images = self.image_embeddings(images)?;
+        Ok(images.matmul(&text_embeddings.t()?)?.to_vec2::<f32>()?)
+    }
+
     fn empty_embeddings(&self) -> Result<Tensor, CriticError> {
         let dim = self.config.text_config.projection_dim;
         Ok(Tensor::zeros((0, dim), DType::F32, &self.device)?)
     }
+}
+
+/// Returns how many leading token ids of each of `rows` the text model
+/// needs: up to the last row's pooled position, the position of its largest
+/// id (the end-of-text token), where CLIP pools.
+///
+/// The causal mask keeps later positions out of that hidden state, so
+/// leaving them out changes no embedding, and a caption of 10 tokens costs
+/// about a seventh of the full 77 positions of OpenAI CLIP. When a row's
+/// largest id repeats within the kept length, as when the padding is the
+/// end-of-text token itself, the pooled position could move, so the rows
+/// keep their full length.
+fn pooled_length(rows: &[Vec<u32>]) -> usize {
+    let full = rows.first().map_or(0, Vec::len);
+    let pooled: Vec<usize> = rows
+        .iter()
+        .map(|row| {
+            let max = row.iter().copied().max().unwrap_or(0);
+            row.iter().position(|id| *id == max).unwrap_or(0)
+        })
+        .collect();
+    let length = pooled
+        .iter()
+        .map(|position| position + 1)
+        .max()
+        .unwrap_or(full);
+    let unique = rows.iter().all(|row| {
+        let max = row.iter().copied().max().unwrap_or(0);
+        row[..length].iter().filter(|id| **id == max).count() == 1
+    });
+    if unique { length } else { full }
 }
 
 /// Resizes `image` to `size` x `size` and returns its pixels in
@@ -468,57 +524,8 @@ mod tests {
     use image::Rgb;
 
     use super::*;
+    use crate::configs::{VIT_B_32, VIT_L_14};
     use crate::tiny::write_tiny_clip;
-
-    /// The fields of openai/clip-vit-base-patch32's config.json on the
-    /// Hugging Face hub that matter here, with some of the others. Its
-    /// vision_config has no num_channels, so the default 3 applies.
-    const VIT_B_32: &str = r#"{
-      "_name_or_path": "openai/clip-vit-base-patch32",
-      "architectures": ["CLIPModel"],
-      "initializer_factor": 1.0,
-      "logit_scale_init_value": 2.6592,
-      "model_type": "clip",
-      "projection_dim": 512,
-      "text_config": {
-        "attention_dropout": 0.0, "bos_token_id": 0, "dropout": 0.0, "eos_token_id": 2,
-        "hidden_act": "quick_gelu", "hidden_size": 512, "initializer_factor": 1.0,
-        "initializer_range": 0.02, "intermediate_size": 2048, "layer_norm_eps": 1e-05,
-        "max_position_embeddings": 77, "model_type": "clip_text_model",
-        "num_attention_heads": 8, "num_hidden_layers": 12, "pad_token_id": 1,
-        "projection_dim": 512, "vocab_size": 49408
-      },
-      "text_config_dict": null,
-      "torch_dtype": "float32",
-      "vision_config": {
-        "attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "quick_gelu",
-        "hidden_size": 768, "image_size": 224, "initializer_factor": 1.0,
-        "initializer_range": 0.02, "intermediate_size": 3072, "layer_norm_eps": 1e-05,
-        "model_type": "clip_vision_model", "num_attention_heads": 12,
-        "num_hidden_layers": 12, "patch_size": 32, "projection_dim": 512
-      },
-      "vision_config_dict": null
-    }"#;
-
-    /// The fields of openai/clip-vit-large-patch14's config.json that matter here.
-    const VIT_L_14: &str = r#"{
-      "architectures": ["CLIPModel"],
-      "logit_scale_init_value": 2.6592,
-      "model_type": "clip",
-      "projection_dim": 768,
-      "text_config": {
-        "hidden_act": "quick_gelu", "hidden_size": 768, "intermediate_size": 3072,
-        "max_position_embeddings": 77, "model_type": "clip_text_model",
-        "num_attention_heads": 12, "num_hidden_layers": 12, "projection_dim": 768,
-        "vocab_size": 49408
-      },
-      "vision_config": {
-        "hidden_act": "quick_gelu", "hidden_size": 1024, "image_size": 224,
-        "intermediate_size": 4096, "model_type": "clip_vision_model",
-        "num_attention_heads": 16, "num_channels": 3, "num_hidden_layers": 24,
-        "patch_size": 14, "projection_dim": 768
-      }
-    }"#;
 
     fn tiny_folder(seed: u64) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -786,6 +793,41 @@ mod tests {
             "{} vs {single}",
             cosines[1]
         );
+    }
+
+    #[test]
+    fn short_rows_keep_embeddings() {
+        let scorer = load(tiny_folder(6).path());
+        let short = "a red circle".to_string();
+        let long = "a photo of two red circles left of three blue squares".to_string();
+        let alone = scorer
+            .text_embeddings(std::slice::from_ref(&short))
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let together = scorer
+            .text_embeddings(&[short, long])
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (a, b) in alone[0].iter().zip(&together[0]) {
+            assert!((a - b).abs() < 1e-5, "alone {a}, in a batch {b}");
+        }
+    }
+
+    #[test]
+    fn pooled_length_of_rows() {
+        // Word-level rows: bos 2, words, eos 9, padding 0.
+        assert_eq!(
+            pooled_length(&[vec![2, 3, 9, 0, 0], vec![2, 3, 4, 9, 0]]),
+            4
+        );
+        // Padding with the end-of-text token keeps the full length.
+        assert_eq!(
+            pooled_length(&[vec![2, 3, 9, 9, 9], vec![2, 3, 4, 9, 9]]),
+            5
+        );
+        assert_eq!(pooled_length(&[]), 0);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use redraft_proto::{Check, CheckKind};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::CriticError;
 
@@ -13,14 +13,144 @@ pub const CALIBRATION_FILE: &str = "redraft_critic.json";
 
 /// Weight of the alignment check in the overall score.
 pub const ALIGNMENT_WEIGHT: f32 = 1.0;
+/// Weight of each probe check (presence, count, colour and relation of one
+/// object) in the overall score. Each probe weighs as much as the alignment
+/// check, so a prompt with more parts leans more on its probes.
+pub const PROBE_WEIGHT: f32 = 1.0;
 /// Weight of each quality check in the overall score. Quality checks are
-/// hard gates: a failed one sets the overall score to 0, and a passed one
-/// leaves the score to the prompt checks, so it weighs nothing.
+/// hard gates by default: a failed one sets the overall score to 0, and a
+/// passed one leaves the score to the prompt checks, so it weighs nothing.
 pub const QUALITY_WEIGHT: f32 = 0.0;
 
-/// Calibration of the alignment check: the cosine range that maps linearly
-/// onto alignment scores 0 to 1, and the score the check needs to pass.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Returns the weight of a check of `kind` in the overall score.
+pub fn kind_weight(kind: CheckKind) -> f32 {
+    match kind {
+        CheckKind::Alignment => ALIGNMENT_WEIGHT,
+        CheckKind::Presence | CheckKind::Count | CheckKind::Color | CheckKind::Relation => {
+            PROBE_WEIGHT
+        }
+        CheckKind::Quality | CheckKind::Text | CheckKind::Unspecified => QUALITY_WEIGHT,
+    }
+}
+
+/// Margins by which the prompt's own variant of a probe must beat every
+/// other variant, as a difference of softmax probabilities in [0, 1).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ProbeMargins {
+    #[serde(default = "default_margin")]
+    pub presence: f32,
+    #[serde(default = "default_margin")]
+    pub count: f32,
+    #[serde(default = "default_margin")]
+    pub color: f32,
+    #[serde(default = "default_margin")]
+    pub relation: f32,
+}
+
+/// Margin of every probe kind when `redraft_critic.json` has no
+/// `probe_margins`. It is a chosen value: the prompt's own variant must be
+/// ten points of probability ahead of the next one.
+pub const DEFAULT_MARGIN: f32 = 0.1;
+
+fn default_margin() -> f32 {
+    DEFAULT_MARGIN
+}
+
+impl Default for ProbeMargins {
+    fn default() -> Self {
+        Self {
+            presence: DEFAULT_MARGIN,
+            count: DEFAULT_MARGIN,
+            color: DEFAULT_MARGIN,
+            relation: DEFAULT_MARGIN,
+        }
+    }
+}
+
+impl ProbeMargins {
+    /// Returns the margin of probes of `kind`, or `None` for kinds that are not probes.
+    pub fn of(&self, kind: CheckKind) -> Option<f32> {
+        match kind {
+            CheckKind::Presence => Some(self.presence),
+            CheckKind::Count => Some(self.count),
+            CheckKind::Color => Some(self.color),
+            CheckKind::Relation => Some(self.relation),
+            _ => None,
+        }
+    }
+
+    /// Sets the margin of probes of `kind`; other kinds are ignored.
+    pub fn set(&mut self, kind: CheckKind, margin: f32) {
+        match kind {
+            CheckKind::Presence => self.presence = margin,
+            CheckKind::Count => self.count = margin,
+            CheckKind::Color => self.color = margin,
+            CheckKind::Relation => self.relation = margin,
+            _ => {}
+        }
+    }
+}
+
+/// Words the probes use for the variants they compare against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeWords {
+    /// Colours of the colour probes' variants.
+    #[serde(default = "default_colors")]
+    pub colors: Vec<String>,
+    /// Nouns the presence probes compare an object against. Nouns of the
+    /// prompt itself are left out.
+    #[serde(default = "default_presence_nouns")]
+    pub presence_nouns: Vec<String>,
+    /// Largest count of the count probes' variants (besides the requested
+    /// count plus one).
+    #[serde(default = "default_max_count")]
+    pub max_count: u32,
+}
+
+fn default_colors() -> Vec<String> {
+    [
+        "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white",
+        "gray",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn default_presence_nouns() -> Vec<String> {
+    [
+        "person", "dog", "cat", "car", "bird", "chair", "cup", "bottle", "tree", "house", "ball",
+        "circle", "square", "triangle",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn default_max_count() -> u32 {
+    4
+}
+
+impl Default for ProbeWords {
+    fn default() -> Self {
+        Self {
+            colors: default_colors(),
+            presence_nouns: default_presence_nouns(),
+            max_count: default_max_count(),
+        }
+    }
+}
+
+/// Largest `probe_words.max_count`, which bounds the variants of a count probe.
+pub const MAX_PROBE_COUNT: u32 = 20;
+
+/// Caption template of the probes when the file sets none: CLIP's usual
+/// zero-shot prompt.
+pub const DEFAULT_CAPTION_TEMPLATE: &str = "a photo of {}";
+
+/// Calibration of a critic model, read from `redraft_critic.json` in its
+/// folder: the cosine range that maps linearly onto alignment scores 0 to
+/// 1, the alignment score that passes, the probe margins, the check kinds
+/// that are hard, and the words of the probes' variants.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Calibration {
     /// Cosine similarity that maps to score 0.
     pub cosine_low: f32,
@@ -28,6 +158,14 @@ pub struct Calibration {
     pub cosine_high: f32,
     /// Lowest alignment score that passes, in [0, 1].
     pub pass_threshold: f32,
+    /// Margins of the probes, per kind.
+    pub probe_margins: ProbeMargins,
+    /// Kinds whose failed checks set the overall score to 0.
+    pub hard_kinds: Vec<CheckKind>,
+    /// Words of the probes' variants.
+    pub probe_words: ProbeWords,
+    /// Caption of a probe variant, with `{}` where the variant's phrase goes.
+    pub caption_template: String,
 }
 
 impl Calibration {
@@ -35,18 +173,24 @@ impl Calibration {
     /// (Hessel et al. 2021, `get_clip_score` in github.com/jmhessel/clipscore,
     /// w = 2.5), clamped here at 1 and written as the cosine range [0, 0.4].
     /// The pass threshold 0.5 is a chosen value, not from the paper.
-    pub const CLIP_SCORE: Self = Self {
-        cosine_low: 0.0,
-        cosine_high: 0.4,
-        pass_threshold: 0.5,
-    };
+    pub fn clip_score() -> Self {
+        Self {
+            cosine_low: 0.0,
+            cosine_high: 0.4,
+            pass_threshold: 0.5,
+            probe_margins: ProbeMargins::default(),
+            hard_kinds: vec![CheckKind::Quality],
+            probe_words: ProbeWords::default(),
+            caption_template: DEFAULT_CAPTION_TEMPLATE.to_string(),
+        }
+    }
 
     /// Reads `redraft_critic.json` from the model folder `dir`, or returns
-    /// [`Calibration::CLIP_SCORE`] when the folder has no such file.
+    /// [`Calibration::clip_score`] when the folder has no such file.
     pub fn load(dir: &Path) -> Result<Self, CriticError> {
         let path = dir.join(CALIBRATION_FILE);
         if !path.exists() {
-            return Ok(Self::CLIP_SCORE);
+            return Ok(Self::clip_score());
         }
         let text = std::fs::read_to_string(&path).map_err(|error| {
             CriticError::folder(&path, format!("failed to read {}: {error}", path.display()))
@@ -54,10 +198,22 @@ impl Calibration {
         Self::parse(&text, &path)
     }
 
-    /// Parses the text of a calibration file:
-    /// `{"alignment": {"cosine_low": f, "cosine_high": f}, "pass_threshold": f}`,
-    /// where `pass_threshold` is optional and defaults to 0.5. `path` names
-    /// the file in errors.
+    /// Parses the text of a calibration file. `path` names the file in errors.
+    ///
+    /// ```json
+    /// {
+    ///   "alignment": {"cosine_low": 0.2, "cosine_high": 0.74},
+    ///   "pass_threshold": 0.5,
+    ///   "probe_margins": {"presence": 0.1, "count": 0.1, "color": 0.1, "relation": 0.1},
+    ///   "hard_kinds": ["quality"],
+    ///   "probe_words": {"colors": ["red"], "presence_nouns": ["circle"], "max_count": 4},
+    ///   "caption_template": "a photo of {}"
+    /// }
+    /// ```
+    ///
+    /// Only `alignment` is required. The defaults are `pass_threshold` 0.5,
+    /// [`DEFAULT_MARGIN`] for each probe kind, `hard_kinds` `["quality"]`,
+    /// [`ProbeWords::default`] and [`DEFAULT_CAPTION_TEMPLATE`].
     pub fn parse(json: &str, path: &Path) -> Result<Self, CriticError> {
         let file: CalibrationFile = serde_json::from_str(json).map_err(|error| {
             CriticError::folder(path, format!("invalid {}: {error}", path.display()))
@@ -89,11 +245,80 @@ impl Calibration {
                 "in [0, 1]",
             ));
         }
+        let margins = file.probe_margins;
+        for (name, margin) in [
+            ("presence", margins.presence),
+            ("count", margins.count),
+            ("color", margins.color),
+            ("relation", margins.relation),
+        ] {
+            if !(0.0..1.0).contains(&margin) {
+                return Err(CriticError::unsupported(
+                    path,
+                    format!("probe_margins.{name}"),
+                    margin,
+                    "in [0, 1)",
+                ));
+            }
+        }
+        let mut hard_kinds = Vec::with_capacity(file.hard_kinds.len());
+        for (index, name) in file.hard_kinds.iter().enumerate() {
+            let kind = kind_from_name(name).ok_or_else(|| {
+                CriticError::unsupported(
+                    path,
+                    format!("hard_kinds[{index}]"),
+                    name,
+                    "one of alignment, presence, count, color, relation, text, quality",
+                )
+            })?;
+            hard_kinds.push(kind);
+        }
+        let words = file.probe_words;
+        if !(1..=MAX_PROBE_COUNT).contains(&words.max_count) {
+            return Err(CriticError::unsupported(
+                path,
+                "probe_words.max_count",
+                words.max_count,
+                format!("from 1 to {MAX_PROBE_COUNT}"),
+            ));
+        }
+        if file.caption_template.matches("{}").count() != 1 {
+            return Err(CriticError::unsupported(
+                path,
+                "caption_template",
+                format!("{:?}", file.caption_template),
+                "text with exactly one {} where the phrase goes",
+            ));
+        }
         Ok(Self {
             cosine_low: low,
             cosine_high: high,
             pass_threshold: threshold,
+            probe_margins: margins,
+            hard_kinds,
+            probe_words: words,
+            caption_template: file.caption_template,
         })
+    }
+
+    /// Writes the calibration as the JSON text of `redraft_critic.json`.
+    pub fn to_json(&self) -> String {
+        let file = CalibrationFile {
+            alignment: AlignmentRange {
+                cosine_low: self.cosine_low,
+                cosine_high: self.cosine_high,
+            },
+            pass_threshold: self.pass_threshold,
+            probe_margins: self.probe_margins,
+            hard_kinds: self
+                .hard_kinds
+                .iter()
+                .map(|kind| kind_name(*kind))
+                .collect(),
+            probe_words: self.probe_words.clone(),
+            caption_template: self.caption_template.clone(),
+        };
+        serde_json::to_string_pretty(&file).expect("the calibration serializes to JSON")
     }
 
     /// Alignment score of `cosine`: `clamp((cosine - low) / (high - low), 0, 1)`,
@@ -104,29 +329,68 @@ impl Calibration {
         }
         ((cosine - self.cosine_low) / (self.cosine_high - self.cosine_low)).clamp(0.0, 1.0)
     }
+
+    /// Returns whether checks of `kind` are hard.
+    pub fn is_hard(&self, kind: CheckKind) -> bool {
+        self.hard_kinds.contains(&kind)
+    }
+
+    /// Writes `phrase` into the caption template.
+    pub fn caption(&self, phrase: &str) -> String {
+        self.caption_template.replacen("{}", phrase, 1)
+    }
 }
 
 impl Default for Calibration {
     fn default() -> Self {
-        Self::CLIP_SCORE
+        Self::clip_score()
     }
 }
 
-#[derive(Deserialize)]
+/// Returns the lower-case name of `kind` without its `CHECK_KIND_` prefix, such as "color".
+pub fn kind_name(kind: CheckKind) -> String {
+    kind.as_str_name()
+        .trim_start_matches("CHECK_KIND_")
+        .to_lowercase()
+}
+
+/// Parses a name written by [`kind_name`].
+pub fn kind_from_name(name: &str) -> Option<CheckKind> {
+    CheckKind::from_str_name(&format!("CHECK_KIND_{}", name.to_uppercase()))
+        .filter(|kind| *kind != CheckKind::Unspecified)
+}
+
+#[derive(Serialize, Deserialize)]
 struct CalibrationFile {
     alignment: AlignmentRange,
     #[serde(default = "default_pass_threshold")]
     pass_threshold: f32,
+    #[serde(default)]
+    probe_margins: ProbeMargins,
+    #[serde(default = "default_hard_kinds")]
+    hard_kinds: Vec<String>,
+    #[serde(default)]
+    probe_words: ProbeWords,
+    #[serde(default = "default_caption_template")]
+    caption_template: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct AlignmentRange {
     cosine_low: f32,
     cosine_high: f32,
 }
 
 fn default_pass_threshold() -> f32 {
-    Calibration::CLIP_SCORE.pass_threshold
+    0.5
+}
+
+fn default_hard_kinds() -> Vec<String> {
+    vec![kind_name(CheckKind::Quality)]
+}
+
+fn default_caption_template() -> String {
+    DEFAULT_CAPTION_TEMPLATE.to_string()
 }
 
 /// Builds the ALIGNMENT check of the whole `prompt` against the whole image,
@@ -158,7 +422,7 @@ pub fn alignment_check(prompt: &str, cosine: f32, calibration: &Calibration) -> 
         score,
         passed,
         feedback,
-        hard: false,
+        hard: calibration.is_hard(CheckKind::Alignment),
         variants: Vec::new(),
         weight: ALIGNMENT_WEIGHT,
     }
@@ -263,7 +527,7 @@ mod tests {
     fn clip_score_rescaling_by_default() {
         let dir = tempfile::tempdir().unwrap();
         let calibration = Calibration::load(dir.path()).unwrap();
-        assert_eq!(calibration, Calibration::CLIP_SCORE);
+        assert_eq!(calibration, Calibration::clip_score());
         assert!((calibration.alignment_score(0.3) - 0.75).abs() < 1e-6);
         assert_eq!(calibration.alignment_score(0.5), 1.0);
         assert_eq!(calibration.alignment_score(-0.1), 0.0);
@@ -324,8 +588,94 @@ mod tests {
     }
 
     #[test]
+    fn probe_sections_default() {
+        let json = r#"{"alignment": {"cosine_low": 0.1, "cosine_high": 0.3}}"#;
+        let calibration = Calibration::parse(json, Path::new("redraft_critic.json")).unwrap();
+        assert_eq!(calibration.probe_margins, ProbeMargins::default());
+        assert_eq!(calibration.probe_margins.count, DEFAULT_MARGIN);
+        assert_eq!(calibration.hard_kinds, vec![CheckKind::Quality]);
+        assert_eq!(calibration.probe_words, ProbeWords::default());
+        assert_eq!(
+            calibration.caption("two red squares"),
+            "a photo of two red squares"
+        );
+    }
+
+    #[test]
+    fn probe_sections_read_and_written() {
+        let json = r#"{
+            "alignment": {"cosine_low": 0.1, "cosine_high": 0.3},
+            "probe_margins": {"count": 0.25, "relation": 0.05},
+            "hard_kinds": ["quality", "count"],
+            "probe_words": {"colors": ["red", "blue"], "max_count": 6},
+            "caption_template": "{}"
+        }"#;
+        let path = Path::new("redraft_critic.json");
+        let calibration = Calibration::parse(json, path).unwrap();
+        assert_eq!(calibration.probe_margins.count, 0.25);
+        assert_eq!(calibration.probe_margins.relation, 0.05);
+        assert_eq!(calibration.probe_margins.color, DEFAULT_MARGIN);
+        assert!(calibration.is_hard(CheckKind::Count));
+        assert!(!calibration.is_hard(CheckKind::Color));
+        assert_eq!(calibration.probe_words.colors, ["red", "blue"]);
+        assert_eq!(calibration.probe_words.max_count, 6);
+        assert_eq!(
+            calibration.probe_words.presence_nouns,
+            ProbeWords::default().presence_nouns
+        );
+        assert_eq!(calibration.caption("a cat"), "a cat");
+
+        let written = Calibration::parse(&calibration.to_json(), path).unwrap();
+        assert_eq!(written, calibration);
+    }
+
+    #[test]
+    fn probe_sections_rejected() {
+        let path = Path::new("/m/redraft_critic.json");
+        let base = r#""alignment": {"cosine_low": 0.1, "cosine_high": 0.3}"#;
+        let cases = [
+            (r#""probe_margins": {"color": 1.0}"#, "probe_margins.color"),
+            (
+                r#""probe_margins": {"presence": -0.1}"#,
+                "probe_margins.presence",
+            ),
+            (r#""hard_kinds": ["quality", "sharpness"]"#, "hard_kinds[1]"),
+            (
+                r#""probe_words": {"max_count": 0}"#,
+                "probe_words.max_count",
+            ),
+            (
+                r#""probe_words": {"max_count": 21}"#,
+                "probe_words.max_count",
+            ),
+            (r#""caption_template": "a photo""#, "caption_template"),
+        ];
+        for (section, expected_field) in cases {
+            let json = format!("{{{base}, {section}}}");
+            match Calibration::parse(&json, path) {
+                Err(CriticError::UnsupportedConfig { field, .. }) => {
+                    assert_eq!(field, expected_field)
+                }
+                other => panic!("{json}: expected an error on {expected_field}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn kind_names_round_trip() {
+        for kind in [CheckKind::Alignment, CheckKind::Color, CheckKind::Quality] {
+            assert_eq!(kind_from_name(&kind_name(kind)), Some(kind));
+        }
+        assert_eq!(kind_name(CheckKind::Relation), "relation");
+        assert_eq!(kind_from_name("unspecified"), None);
+        assert_eq!(kind_from_name("colour"), None);
+        assert_eq!(kind_weight(CheckKind::Count), PROBE_WEIGHT);
+        assert_eq!(kind_weight(CheckKind::Quality), QUALITY_WEIGHT);
+    }
+
+    #[test]
     fn alignment_check_fields() {
-        let check = alignment_check("two blue squares", 0.1, &Calibration::CLIP_SCORE);
+        let check = alignment_check("two blue squares", 0.1, &Calibration::clip_score());
         assert_eq!(check.kind, i32::from(CheckKind::Alignment));
         assert_eq!(check.subject, "two blue squares");
         assert!(!check.passed);
@@ -334,7 +684,7 @@ mod tests {
         assert!(check.observed.contains("0.100"), "{}", check.observed);
         assert!(check.feedback.contains("0.25"), "{}", check.feedback);
 
-        let passed = alignment_check("two blue squares", 0.3, &Calibration::CLIP_SCORE);
+        let passed = alignment_check("two blue squares", 0.3, &Calibration::clip_score());
         assert!(passed.passed);
         assert!(passed.feedback.is_empty());
     }
@@ -374,7 +724,7 @@ mod tests {
             "All 1 check passed."
         );
         let checks = [
-            alignment_check("a red circle", 0.05, &Calibration::CLIP_SCORE),
+            alignment_check("a red circle", 0.05, &Calibration::clip_score()),
             check(0.0, 0.5, false, true),
             check(1.0, 0.5, true, true),
         ];

@@ -60,14 +60,22 @@ pub fn write_tiny_clip(dir: &Path, seed: u64, extra_words: &[&str]) -> Result<()
         .save(&tokenizer_path, false)
         .map_err(|error| write_error(&tokenizer_path, &error))?;
 
-    let config_path = dir.join(CONFIG_FILE);
     let config_json = tiny_config_json(tokenizer.get_vocab_size(true));
     let config_text = serde_json::to_string_pretty(&config_json)
-        .map_err(|error| write_error(&config_path, &error))?;
-    std::fs::write(&config_path, &config_text)
-        .map_err(|error| write_error(&config_path, &error))?;
+        .map_err(|error| write_error(&dir.join(CONFIG_FILE), &error))?;
+    write_random_weights(dir, &config_text, seed)
+}
 
-    let config = parse_clip_config(&config_text, &config_path)?;
+/// Writes `config_text` as the config.json of `dir` and random weights for
+/// it, drawn as for the tiny models: ones for layer-norm weights, zeros for
+/// biases, normal(0, 0.02) for the rest from a ChaCha8 stream seeded with
+/// `seed`, and `logit_scale` ln(100). The folder needs a tokenizer.json of
+/// its own to load.
+pub fn write_random_weights(dir: &Path, config_text: &str, seed: u64) -> Result<(), CriticError> {
+    std::fs::create_dir_all(dir).map_err(|error| write_error(dir, &error))?;
+    let config_path = dir.join(CONFIG_FILE);
+    std::fs::write(&config_path, config_text).map_err(|error| write_error(&config_path, &error))?;
+    let config = parse_clip_config(config_text, &config_path)?;
     let tensors = random_weights(&config, seed)?;
     let weights_path = dir.join(WEIGHTS_FILE);
     candle_core::safetensors::save(&tensors, &weights_path)
@@ -116,26 +124,8 @@ fn random_weights(
     config: &candle_transformers::models::clip::ClipConfig,
     seed: u64,
 ) -> Result<HashMap<String, Tensor>, CriticError> {
-    // Collect names and shapes by building the model on a VarMap. Candle
-    // creates `class_embedding` only when the builder already contains it,
-    // so it is registered first.
+    let shapes = tensor_shapes(config)?;
     let device = Device::Cpu;
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    vb.pp("vision_model.embeddings")
-        .get(config.vision_config.embed_dim, "class_embedding")?;
-    ClipModel::new(vb, config)?;
-
-    let mut shapes: Vec<(String, Vec<usize>)> = varmap
-        .data()
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .iter()
-        .map(|(name, var)| (name.clone(), var.dims().to_vec()))
-        .collect();
-    // Sorting fixes the order in which the names draw from the stream.
-    shapes.sort();
-
     let normal = Normal::new(0.0f32, INIT_STD).expect("0.02 is a valid standard deviation");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut tensors = HashMap::with_capacity(shapes.len() + 1);
@@ -158,10 +148,37 @@ fn random_weights(
     Ok(tensors)
 }
 
+/// Lists the name and shape of every tensor `ClipModel` reads for `config`,
+/// sorted by name.
+pub(crate) fn tensor_shapes(
+    config: &candle_transformers::models::clip::ClipConfig,
+) -> Result<Vec<(String, Vec<usize>)>, CriticError> {
+    // Collect names and shapes by building the model on a VarMap. Candle
+    // creates `class_embedding` only when the builder already contains it,
+    // so it is registered first.
+    let device = Device::Cpu;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    vb.pp("vision_model.embeddings")
+        .get(config.vision_config.embed_dim, "class_embedding")?;
+    ClipModel::new(vb, config)?;
+
+    let mut shapes: Vec<(String, Vec<usize>)> = varmap
+        .data()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .map(|(name, var)| (name.clone(), var.dims().to_vec()))
+        .collect();
+    // Sorting fixes the order in which the names draw from a random stream.
+    shapes.sort();
+    Ok(shapes)
+}
+
 /// Returns whether `name` is the scale of a layer norm. Candle's CLIP names them
 /// `layer_norm1`, `layer_norm2`, `final_layer_norm`, `pre_layrnorm` (sic, as
 /// in transformers) and `post_layernorm`.
-fn is_layer_norm_weight(name: &str) -> bool {
+pub(crate) fn is_layer_norm_weight(name: &str) -> bool {
     let Some(module) = name.strip_suffix(".weight") else {
         return false;
     };
@@ -169,7 +186,7 @@ fn is_layer_norm_weight(name: &str) -> bool {
     last.contains("layer_norm") || last.contains("layernorm") || last.contains("layrnorm")
 }
 
-fn write_error(path: &Path, error: &dyn std::fmt::Display) -> CriticError {
+pub(crate) fn write_error(path: &Path, error: &dyn std::fmt::Display) -> CriticError {
     CriticError::folder(path, format!("failed to write {}: {error}", path.display()))
 }
 

@@ -12,8 +12,8 @@ use crate::judge::Judge;
 
 struct WorkItem {
     prompt: String,
-    image: RgbImage,
-    reply: oneshot::Sender<Result<Critique, CriticError>>,
+    images: Vec<RgbImage>,
+    reply: oneshot::Sender<Result<Vec<Critique>, CriticError>>,
     span: tracing::Span,
 }
 
@@ -45,7 +45,7 @@ impl JudgeHandle {
                         tracing::info!("client went away before the critique started; skipped");
                         continue;
                     }
-                    let outcome = judge.critique(&item.prompt, &item.image);
+                    let outcome = judge.critique_batch(&item.prompt, &item.images);
                     // A dropped receiver only means the client stopped waiting.
                     let _ = item.reply.send(outcome);
                 }
@@ -56,10 +56,23 @@ impl JudgeHandle {
 
     /// Judges `image` against `prompt` on the model thread.
     pub async fn critique(&self, prompt: String, image: RgbImage) -> Result<Critique, CriticError> {
+        let mut critiques = self.critique_batch(prompt, vec![image]).await?;
+        critiques.pop().ok_or_else(|| {
+            CriticError::Unavailable("the model thread returned no critique".to_string())
+        })
+    }
+
+    /// Judges each of `images` against `prompt` on the model thread, as one
+    /// batch that takes one place in the queue.
+    pub async fn critique_batch(
+        &self,
+        prompt: String,
+        images: Vec<RgbImage>,
+    ) -> Result<Vec<Critique>, CriticError> {
         let (reply, receiver) = oneshot::channel();
         let item = WorkItem {
             prompt,
-            image,
+            images,
             reply,
             span: tracing::Span::current(),
         };

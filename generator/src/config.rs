@@ -1,21 +1,11 @@
 //! Command-line and environment configuration of the generator.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use candle_core::{DType, Device};
+pub use redraft_common::dtype::DtypeArg;
+use redraft_common::hub::{HubArgs, ModelSource};
 use redraft_common::telemetry::TelemetryArgs;
-
-/// Weight dtype.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DtypeArg {
-    /// F32 on CPU, F16 on GPUs.
-    Auto,
-    /// 32-bit floats.
-    F32,
-    /// 16-bit floats; half the memory.
-    F16,
-}
 
 /// Compute device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -39,15 +29,18 @@ pub struct GeneratorArgs {
     )]
     pub listen: SocketAddr,
 
-    /// Model folder in the diffusers layout.
-    #[arg(long, env = "REDRAFT_GENERATOR_MODEL")]
-    pub model: PathBuf,
+    /// Model: a folder in the diffusers layout, or a Hugging Face repo id
+    /// owner/name[@revision] that is downloaded into the hub cache (see --hf-endpoint,
+    /// --hf-home and --hf-hub-offline). An existing path is always taken as a folder.
+    #[arg(long, env = "REDRAFT_GENERATOR_MODEL", value_parser = ModelSource::parse)]
+    pub model: ModelSource,
 
     /// Compute device. CUDA needs a build with the `cuda` feature.
     #[arg(long, env = "REDRAFT_GENERATOR_DEVICE", value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
 
-    /// Weight dtype.
+    /// Weight dtype. auto is F32 on the CPU, where candle 0.11.1 runs F16 no faster,
+    /// and F16 on a GPU. bf16 needs a GPU.
     #[arg(long, env = "REDRAFT_GENERATOR_DTYPE", value_enum, default_value_t = DtypeArg::Auto)]
     pub dtype: DtypeArg,
 
@@ -70,6 +63,12 @@ pub struct GeneratorArgs {
     /// Requests that may wait for the model thread before new ones get RESOURCE_EXHAUSTED.
     #[arg(long, env = "REDRAFT_GENERATOR_QUEUE_CAPACITY", default_value_t = 32)]
     pub queue_capacity: usize,
+
+    #[command(flatten)]
+    pub memory: crate::memory::MemoryArgs,
+
+    #[command(flatten)]
+    pub hub: HubArgs,
 
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
@@ -106,13 +105,9 @@ impl GeneratorArgs {
         }
     }
 
-    /// The weight dtype for `device`.
-    pub fn dtype_for(&self, device: &Device) -> DType {
-        match self.dtype {
-            DtypeArg::F32 => DType::F32,
-            DtypeArg::F16 => DType::F16,
-            DtypeArg::Auto if device.is_cpu() => DType::F32,
-            DtypeArg::Auto => DType::F16,
-        }
+    /// Returns the weight dtype for `device`; the error names `--dtype` when
+    /// the device does not support the chosen one.
+    pub fn dtype_for(&self, device: &Device) -> anyhow::Result<DType> {
+        self.dtype.resolve(device)
     }
 }

@@ -10,6 +10,14 @@
 //! scheduler/scheduler_config.json
 //! redraft_generator.json (optional defaults)
 //! ```
+//!
+//! SDXL and SDXL-Turbo folders also contain a second text encoder and its
+//! tokenizer, and their UNet config has `addition_embed_type: "text_time"`:
+//!
+//! ```text
+//! text_encoder_2/config.json, text_encoder_2/model.safetensors
+//! tokenizer_2/tokenizer.json
+//! ```
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +27,7 @@ use serde::de::DeserializeOwned;
 
 use crate::GeneratorError;
 use crate::scheduler::SchedulerSpec;
+use crate::unet::{TIME_IDS, TextTimeConfig};
 
 /// Files a model folder must contain, relative to its root.
 pub const REQUIRED_FILES: [&str; 9] = [
@@ -33,6 +42,38 @@ pub const REQUIRED_FILES: [&str; 9] = [
     "scheduler/scheduler_config.json",
 ];
 
+/// Files an SDXL folder contains besides [`REQUIRED_FILES`].
+pub const SDXL_REQUIRED_FILES: [&str; 3] = [
+    "text_encoder_2/config.json",
+    "text_encoder_2/model.safetensors",
+    "tokenizer_2/tokenizer.json",
+];
+
+/// The architecture family of a model folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFamily {
+    /// Stable Diffusion 1.x: one QuickGELU CLIP text encoder, conditioning
+    /// on its last hidden state.
+    Sd1,
+    /// Stable Diffusion 2.x and SD-Turbo: one GELU (OpenCLIP) text encoder.
+    Sd2,
+    /// SDXL and SDXL-Turbo: two text encoders whose penultimate hidden
+    /// states are concatenated, plus the second one's pooled output and the
+    /// image size as an added UNet embedding.
+    Sdxl,
+}
+
+impl ModelFamily {
+    /// Name reported in `GeneratorInfo.family`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sd1 => "sd1",
+            Self::Sd2 => "sd2",
+            Self::Sdxl => "sdxl",
+        }
+    }
+}
+
 /// Optional file with redraft's defaults for a model folder.
 pub const DEFAULTS_FILE: &str = "redraft_generator.json";
 
@@ -41,10 +82,22 @@ pub const DEFAULTS_FILE: &str = "redraft_generator.json";
 pub struct ModelFolder {
     /// Root of the folder.
     pub root: PathBuf,
+    /// Architecture family, read from the configs.
+    pub family: ModelFamily,
     /// Text encoder architecture.
     pub text_encoder: TextEncoderConfig,
+    /// Second text encoder architecture (SDXL only).
+    pub text_encoder_2: Option<TextEncoderConfig>,
+    /// Whether an empty negative prompt is encoded as zeros rather than as
+    /// the empty string (`model_index.json` `force_zeros_for_empty_prompt`).
+    /// diffusers' SDXL pipelines default it to true, and the SD 1.x and 2.x
+    /// pipelines have no such option, so it is false for them.
+    pub force_zeros_for_empty_prompt: bool,
     /// UNet architecture, in candle's terms.
     pub unet: unet_2d::UNet2DConditionModelConfig,
+    /// SDXL's added embedding of pooled text and image size, when the UNet
+    /// config has `addition_embed_type: "text_time"`.
+    pub unet_text_time: Option<TextTimeConfig>,
     /// Latent channels the UNet reads and writes.
     pub unet_channels: (usize, usize),
     /// Latent side length the UNet was trained on.
@@ -80,6 +133,9 @@ pub struct TextEncoderConfig {
     /// Size of the pooled projection.
     #[serde(default)]
     pub projection_dim: Option<usize>,
+    /// Epsilon of every layer norm.
+    #[serde(default = "norm_eps")]
+    pub layer_norm_eps: f64,
 }
 
 fn default_hidden_act() -> String {
@@ -99,6 +155,9 @@ pub struct GeneratorDefaults {
 impl Default for GeneratorDefaults {
     // diffusers' StableDiffusionPipeline uses 50 steps and guidance 7.5; DDIM
     // gives usable images in fewer steps, so 30 is chosen here.
+    // NOTE: Turbo folders from the hub have no redraft_generator.json, so they
+    // get these defaults too, although they are meant to run one step without
+    // guidance. Add the file or set steps and guidance in each request.
     fn default() -> Self {
         Self {
             steps: 30,
@@ -146,6 +205,21 @@ struct UnetJson {
     transformer_layers_per_block: Option<PerBlock>,
     #[serde(default)]
     addition_embed_type: Option<String>,
+    #[serde(default)]
+    addition_time_embed_dim: Option<usize>,
+    #[serde(default)]
+    projection_class_embeddings_input_dim: Option<usize>,
+    #[serde(default)]
+    class_embed_type: Option<String>,
+    #[serde(default)]
+    time_cond_proj_dim: Option<usize>,
+}
+
+/// The `model_index.json` fields redraft reads.
+#[derive(Debug, Deserialize)]
+struct ModelIndexJson {
+    #[serde(default)]
+    force_zeros_for_empty_prompt: Option<bool>,
 }
 
 /// A value given once for all blocks or once per block.
@@ -208,7 +282,7 @@ fn yes() -> bool {
 fn one_f64() -> f64 {
     1.0
 }
-// diffusers' UNet2DConditionModel default.
+// diffusers' UNet2DConditionModel and transformers' CLIPTextConfig default.
 fn norm_eps() -> f64 {
     1e-5
 }
@@ -231,11 +305,25 @@ impl ModelFolder {
                 return Err(GeneratorError::folder(root, format!("missing {file}")));
             }
         }
-        Self::parse_configs(root)
+        let folder = Self::parse_configs(root)?;
+        if folder.family == ModelFamily::Sdxl {
+            for file in SDXL_REQUIRED_FILES {
+                if !root.join(file).is_file() {
+                    return Err(GeneratorError::folder(
+                        root,
+                        format!(
+                            "missing {file}, which an SDXL folder (unet/config.json addition_embed_type \"text_time\") needs"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(folder)
     }
 
     /// Parses every json config without checking that the weights exist.
     pub(crate) fn parse_configs(root: &Path) -> Result<Self, GeneratorError> {
+        let model_index: ModelIndexJson = read_json(root, "model_index.json")?;
         let text_encoder: TextEncoderConfig = read_json(root, "text_encoder/config.json")?;
         let unet_json: UnetJson = read_json(root, "unet/config.json")?;
         let vae_json: VaeJson = read_json(root, "vae/config.json")?;
@@ -246,19 +334,34 @@ impl ModelFolder {
             GeneratorDefaults::default()
         };
 
-        check_text_encoder(&text_encoder)?;
+        check_text_encoder("text_encoder/config.json", &text_encoder)?;
         let unet = unet_config(&unet_json)?;
-        if unet_json.cross_attention_dim != text_encoder.hidden_size {
-            return Err(unsupported(
-                "unet/config.json",
-                "cross_attention_dim",
-                unet_json.cross_attention_dim,
-                format!(
-                    "equal to text_encoder/config.json hidden_size ({})",
-                    text_encoder.hidden_size
-                ),
-            ));
-        }
+        let unet_text_time = text_time_config(&unet_json)?;
+        let text_encoder_2 = match unet_text_time {
+            Some(text_time) => Some(second_text_encoder(
+                root,
+                &text_encoder,
+                &unet_json,
+                text_time,
+            )?),
+            None => {
+                check_cross_attention_dim(
+                    &unet_json,
+                    text_encoder.hidden_size,
+                    "text_encoder/config.json hidden_size",
+                )?;
+                None
+            }
+        };
+        let family = if text_encoder_2.is_some() {
+            ModelFamily::Sdxl
+        } else if text_encoder.hidden_act == "gelu" {
+            ModelFamily::Sd2
+        } else {
+            ModelFamily::Sd1
+        };
+        let force_zeros_for_empty_prompt =
+            family == ModelFamily::Sdxl && model_index.force_zeros_for_empty_prompt.unwrap_or(true);
         let vae = vae_config(&vae_json)?;
         if vae_json.latent_channels != unet_json.in_channels {
             return Err(unsupported(
@@ -273,8 +376,12 @@ impl ModelFolder {
         }
         Ok(Self {
             root: root.to_path_buf(),
+            family,
             text_encoder,
+            text_encoder_2,
+            force_zeros_for_empty_prompt,
             unet,
+            unet_text_time,
             unet_channels: (unet_json.in_channels, unet_json.out_channels),
             unet_sample_size: unet_json.sample_size.unwrap_or(64),
             vae_scaling_factor: vae_json.scaling_factor,
@@ -336,11 +443,10 @@ pub(crate) fn unsupported(
     }
 }
 
-fn check_text_encoder(config: &TextEncoderConfig) -> Result<(), GeneratorError> {
-    const FILE: &str = "text_encoder/config.json";
+fn check_text_encoder(file: &str, config: &TextEncoderConfig) -> Result<(), GeneratorError> {
     if !matches!(config.hidden_act.as_str(), "quick_gelu" | "gelu") {
         return Err(unsupported(
-            FILE,
+            file,
             "hidden_act",
             &config.hidden_act,
             "quick_gelu or gelu",
@@ -352,15 +458,18 @@ fn check_text_encoder(config: &TextEncoderConfig) -> Result<(), GeneratorError> 
             .is_multiple_of(config.num_attention_heads)
     {
         return Err(unsupported(
-            FILE,
+            file,
             "num_attention_heads",
             config.num_attention_heads,
             format!("a divisor of hidden_size ({})", config.hidden_size),
         ));
     }
+    if config.num_hidden_layers == 0 {
+        return Err(unsupported(file, "num_hidden_layers", 0, "at least 1"));
+    }
     if config.max_position_embeddings < 3 {
         return Err(unsupported(
-            FILE,
+            file,
             "max_position_embeddings",
             config.max_position_embeddings,
             "at least 3 (start, one word, end)",
@@ -392,12 +501,20 @@ fn unet_config(json: &UnetJson) -> Result<unet_2d::UNet2DConditionModelConfig, G
             format!("{blocks} entries each, one per block_out_channels entry"),
         ));
     }
-    if let Some(kind) = &json.addition_embed_type {
+    if let Some(kind) = &json.class_embed_type {
         return Err(unsupported(
             FILE,
-            "addition_embed_type",
+            "class_embed_type",
             kind,
-            "absent (SDXL size conditioning is not supported yet)",
+            "null, because class-conditioned UNets are not supported",
+        ));
+    }
+    if let Some(dim) = json.time_cond_proj_dim {
+        return Err(unsupported(
+            FILE,
+            "time_cond_proj_dim",
+            dim,
+            "null, because guidance-distilled (LCM) UNets are not supported",
         ));
     }
     if json.in_channels != json.out_channels {
@@ -490,6 +607,111 @@ fn unet_config(json: &UnetJson) -> Result<unet_2d::UNet2DConditionModelConfig, G
         sliced_attention_size: None,
         use_linear_projection: json.use_linear_projection,
     })
+}
+
+/// Reads SDXL's added embedding from the UNet config: absent, or
+/// `text_time` with both of its sizes.
+fn text_time_config(json: &UnetJson) -> Result<Option<TextTimeConfig>, GeneratorError> {
+    const FILE: &str = "unet/config.json";
+    match json.addition_embed_type.as_deref() {
+        None => Ok(None),
+        Some("text_time") => {
+            let missing = |field: &str| {
+                unsupported(
+                    FILE,
+                    field,
+                    "null",
+                    "a positive number when addition_embed_type is \"text_time\"",
+                )
+            };
+            let time_embed_dim = json
+                .addition_time_embed_dim
+                .filter(|dim| *dim > 0)
+                .ok_or_else(|| missing("addition_time_embed_dim"))?;
+            let input_dim = json
+                .projection_class_embeddings_input_dim
+                .filter(|dim| *dim > 0)
+                .ok_or_else(|| missing("projection_class_embeddings_input_dim"))?;
+            Ok(Some(TextTimeConfig {
+                time_embed_dim,
+                input_dim,
+            }))
+        }
+        Some(other) => Err(unsupported(
+            FILE,
+            "addition_embed_type",
+            other,
+            "null (SD 1.x, 2.x) or \"text_time\" (SDXL)",
+        )),
+    }
+}
+
+fn check_cross_attention_dim(
+    unet: &UnetJson,
+    expected: usize,
+    source: &str,
+) -> Result<(), GeneratorError> {
+    if unet.cross_attention_dim != expected {
+        return Err(unsupported(
+            "unet/config.json",
+            "cross_attention_dim",
+            unet.cross_attention_dim,
+            format!("equal to {source} ({expected})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads and checks SDXL's second text encoder against the first one and the
+/// UNet: the hidden states of both are concatenated along the feature axis,
+/// and the pooled output of the second feeds the added embedding.
+fn second_text_encoder(
+    root: &Path,
+    first: &TextEncoderConfig,
+    unet: &UnetJson,
+    text_time: TextTimeConfig,
+) -> Result<TextEncoderConfig, GeneratorError> {
+    const FILE: &str = "text_encoder_2/config.json";
+    if !root.join(FILE).is_file() {
+        return Err(GeneratorError::folder(
+            root,
+            format!(
+                "missing {FILE}, which unet/config.json addition_embed_type \"text_time\" (SDXL) needs for the second text encoder"
+            ),
+        ));
+    }
+    let second: TextEncoderConfig = read_json(root, FILE)?;
+    check_text_encoder(FILE, &second)?;
+    if second.max_position_embeddings != first.max_position_embeddings {
+        return Err(unsupported(
+            FILE,
+            "max_position_embeddings",
+            second.max_position_embeddings,
+            format!(
+                "equal to text_encoder/config.json max_position_embeddings ({}), because both encodings are joined token by token",
+                first.max_position_embeddings
+            ),
+        ));
+    }
+    check_cross_attention_dim(
+        unet,
+        first.hidden_size + second.hidden_size,
+        "the sum of both text encoders' hidden_size",
+    )?;
+    let pooled = second.projection_dim.unwrap_or(second.hidden_size);
+    let expected = TIME_IDS * text_time.time_embed_dim + pooled;
+    if text_time.input_dim != expected {
+        return Err(unsupported(
+            "unet/config.json",
+            "projection_class_embeddings_input_dim",
+            text_time.input_dim,
+            format!(
+                "{TIME_IDS} x addition_time_embed_dim ({}) + text_encoder_2/config.json projection_dim ({pooled}) = {expected}",
+                text_time.time_embed_dim
+            ),
+        ));
+    }
+    Ok(second)
 }
 
 fn vae_config(json: &VaeJson) -> Result<vae::AutoEncoderKLConfig, GeneratorError> {

@@ -1,20 +1,27 @@
 //! The redraft generator: a Stable Diffusion pipeline on candle, loaded from
 //! a diffusers-layout folder and served over gRPC as `redraft.v1.Generator`.
 
+pub mod clip_text;
 pub mod config;
 mod error;
 pub mod folder;
+pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod request;
 pub mod scheduler;
 pub mod service;
+pub mod text_encoder;
+pub mod tiling;
 pub mod tiny;
+pub mod unet;
+pub mod weighting;
 pub mod worker;
 
 use std::sync::Arc;
 
 use candle_core::{DType, Device};
+use redraft_common::hub::{self, Layout};
 use redraft_common::serving::{self, BoundAddrs};
 use redraft_proto::generator_server::GeneratorServer;
 use redraft_proto::{GenerateRequest, GeneratorInfo};
@@ -52,7 +59,7 @@ pub async fn run(args: GeneratorArgs) -> anyhow::Result<()> {
         metrics: metrics_addr,
     }
     .announce();
-    tracing::info!(%grpc_addr, %metrics_addr, model = %args.model.display(), "generator listening; loading the model");
+    tracing::info!(%grpc_addr, %metrics_addr, model = %args.model, "generator listening; loading the model");
 
     let loaded = Arc::new(OnceCell::new());
     let service = GeneratorServer::new(GeneratorService::new(loaded.clone()))
@@ -108,13 +115,25 @@ pub async fn run(args: GeneratorArgs) -> anyhow::Result<()> {
 
 async fn load(args: &GeneratorArgs) -> anyhow::Result<Loaded> {
     let device = args.open_device()?;
-    let dtype = args.dtype_for(&device);
-    let model_dir = args.model.clone();
+    let dtype = args.dtype_for(&device)?;
+
+    // Fetch a hub repo id into the hub cache; a local folder is used as it is.
+    let layout = Layout::Diffusers {
+        prefer_fp16: dtype == DType::F16,
+        optional_files: &[folder::DEFAULTS_FILE],
+    };
+    let (source, hub_args) = (args.model.clone(), args.hub.clone());
+    let resolved =
+        tokio::task::spawn_blocking(move || hub::resolve(&source, layout, &hub_args)).await??;
+    let model_dir = resolved.dir.clone();
     let load_device = device.clone();
+    let memory = args.memory.clone();
     let (pipeline, elapsed) = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
         let folder = ModelFolder::open(&model_dir)?;
-        let pipeline = Pipeline::load(folder, load_device, dtype)?;
+        let mut pipeline = Pipeline::load(folder, load_device, dtype)?;
+        pipeline.set_vae_tile_size(memory.vae_tile_size as usize);
+        pipeline.set_max_batch(memory.max_batch as usize);
         Ok::<_, GeneratorError>((pipeline, started.elapsed()))
     })
     .await??;
@@ -130,8 +149,13 @@ async fn load(args: &GeneratorArgs) -> anyhow::Result<Loaded> {
         default_steps: folder.defaults.steps.min(args.max_steps as usize),
         default_guidance_scale: folder.defaults.guidance_scale,
         default_scheduler: folder.scheduler.kind,
+        max_images: args.memory.max_images as usize,
+        max_batch: args.memory.max_batch as usize,
     };
-    let info = info(&folder, &limits, dtype, &device);
+    let mut info = info(&folder, &limits, dtype, &device);
+    if let Some(repo) = resolved.repo {
+        info.model_id = repo;
+    }
     let handle = ModelHandle::spawn(pipeline, args.queue_capacity)?;
 
     // Warm up with one smallest image, one step, so the first request does not pay for lazy set-up.
@@ -159,12 +183,7 @@ async fn load(args: &GeneratorArgs) -> anyhow::Result<Loaded> {
 fn info(folder: &ModelFolder, limits: &Limits, dtype: DType, device: &Device) -> GeneratorInfo {
     GeneratorInfo {
         model_id: folder.model_id(),
-        family: if folder.text_encoder.hidden_act == "gelu" {
-            "sd2"
-        } else {
-            "sd1"
-        }
-        .to_string(),
+        family: folder.family.name().to_string(),
         build: Some(redraft_common::build_info()),
         max_width: limits.max_side as u32,
         max_height: limits.max_side as u32,
@@ -181,5 +200,7 @@ fn info(folder: &ModelFolder, limits: &Limits, dtype: DType, device: &Device) ->
         default_scheduler: limits.default_scheduler.name().to_string(),
         dtype: format!("{dtype:?}").to_lowercase(),
         device: if device.is_cpu() { "cpu" } else { "gpu" }.to_string(),
+        max_images: limits.max_images as u32,
+        max_batch: limits.max_batch as u32,
     }
 }

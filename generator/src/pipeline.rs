@@ -4,23 +4,21 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, IndexOp, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::clip::text_model::{
-    Activation, ClipTextConfig, ClipTextTransformer as QuickGeluTextTransformer,
-};
-use candle_transformers::models::stable_diffusion::{
-    clip as sd_clip, unet_2d::UNet2DConditionModel, vae::AutoEncoderKL,
-};
+use candle_transformers::models::stable_diffusion::vae::AutoEncoderKL;
 use image::RgbImage;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use redraft_common::InvalidArgument;
 use redraft_common::images::{rgb_to_tensor, tensor_to_rgb};
-use redraft_common::tokenizer::PromptTokenizer;
 
 use crate::GeneratorError;
-use crate::folder::{ModelFolder, TextEncoderConfig, unsupported};
-use crate::scheduler::{SchedulerKind, seeded_normal};
+use crate::folder::ModelFolder;
+use crate::scheduler::{SchedulerKind, seeded_normal_batch};
+use crate::text_encoder::{TextEmbeddings, TextEncoder};
+use crate::tiling::{DEFAULT_VAE_TILE_SIZE, decode_latents};
+use crate::unet::{TIME_IDS, TextTimeInput, Unet};
 
 /// Everything one image needs, validated and with defaults filled in.
 #[derive(Debug, Clone)]
@@ -65,77 +63,23 @@ pub struct StepProgress {
     pub total: usize,
 }
 
-/// The two CLIP text encoder variants: candle's generic CLIP text model
-/// (QuickGELU, any size) and its Stable Diffusion one, which has GELU but
-/// only fixed presets.
-enum TextEncoder {
-    QuickGelu(QuickGeluTextTransformer),
-    Gelu(sd_clip::ClipTextTransformer),
-}
-
-impl TextEncoder {
-    fn load(config: &TextEncoderConfig, vb: VarBuilder) -> Result<Self, GeneratorError> {
-        // Hub folders name tensors `text_model.embeddings...`; transformers 5
-        // writes a bare CLIPTextModel without the prefix.
-        let prefixed = vb.contains_tensor("text_model.embeddings.token_embedding.weight");
-        if config.hidden_act == "quick_gelu" {
-            let candle_config = ClipTextConfig {
-                vocab_size: config.vocab_size,
-                embed_dim: config.hidden_size,
-                activation: Activation::QuickGelu,
-                intermediate_size: config.intermediate_size,
-                max_position_embeddings: config.max_position_embeddings,
-                pad_with: None,
-                num_hidden_layers: config.num_hidden_layers,
-                num_attention_heads: config.num_attention_heads,
-                projection_dim: config.projection_dim.unwrap_or(config.hidden_size),
-            };
-            let vb = if prefixed { vb.pp("text_model") } else { vb };
-            return Ok(Self::QuickGelu(QuickGeluTextTransformer::new(
-                vb,
-                &candle_config,
-            )?));
-        }
-        // NOTE: candle's GELU text encoder config has private fields, so only
-        // the SD 2.x preset (OpenCLIP ViT-H/14 text tower, 23 layers) loads.
-        let preset = sd_clip::Config::v2_1();
-        let matches_preset = config.hidden_size == 1024
-            && config.num_hidden_layers == 23
-            && config.num_attention_heads == 16
-            && config.intermediate_size == 4096
-            && config.vocab_size == 49408
-            && config.max_position_embeddings == 77;
-        if !matches_preset || !prefixed {
-            return Err(unsupported(
-                "text_encoder/config.json",
-                "hidden_act",
-                "gelu",
-                "quick_gelu, or gelu with the SD 2.x text encoder shape (1024 wide, 23 layers, 16 heads) and text_model.* tensor names",
-            ));
-        }
-        // candle's SD text model adds the `text_model.` prefix itself.
-        Ok(Self::Gelu(sd_clip::ClipTextTransformer::new(vb, &preset)?))
-    }
-
-    /// Returns the last hidden states, `(batch, tokens, hidden)`.
-    fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Self::QuickGelu(model) => model.forward_with_mask(ids, usize::MAX),
-            Self::Gelu(model) => model.forward(ids),
-        }
-    }
-}
-
 /// A loaded pipeline. It is not `Sync`-shared: one model thread owns it.
 pub struct Pipeline {
     folder: ModelFolder,
     device: Device,
     dtype: DType,
-    tokenizer: PromptTokenizer,
     text_encoder: TextEncoder,
-    unet: UNet2DConditionModel,
+    unet: Unet,
     vae: AutoEncoderKL,
+    /// Latent side above which the VAE decodes in tiles; 0 never tiles.
+    vae_tile_size: usize,
+    /// Largest number of images denoised in one UNet batch.
+    max_batch: usize,
 }
+
+/// Default largest number of images denoised in one UNet batch, until
+/// [`Pipeline::set_max_batch`] changes it.
+pub const DEFAULT_MAX_BATCH: usize = 4;
 
 /// Log-variance given to the VAE posterior at load time. exp(-60 / 2) is
 /// about 1e-13, so sampling the posterior returns its mean to f32 precision
@@ -146,13 +90,7 @@ const POSTERIOR_LOGVAR: f64 = -60.0;
 impl Pipeline {
     /// Loads every component of `folder` onto `device` in `dtype`.
     pub fn load(folder: ModelFolder, device: Device, dtype: DType) -> Result<Self, GeneratorError> {
-        let tokenizer = PromptTokenizer::from_file(
-            &folder.file("tokenizer/tokenizer.json"),
-            folder.text_encoder.max_position_embeddings,
-        )?;
-
-        let text_vb = mmap(&folder, "text_encoder/model.safetensors", dtype, &device)?;
-        let text_encoder = TextEncoder::load(&folder.text_encoder, text_vb)?;
+        let text_encoder = TextEncoder::load(&folder, &device, dtype)?;
 
         let unet_vb = mmap(
             &folder,
@@ -160,14 +98,18 @@ impl Pipeline {
             dtype,
             &device,
         )?;
-        let (in_channels, out_channels) = folder.unet_channels;
-        let unet = UNet2DConditionModel::new(
+        let unet = Unet::new(
             unet_vb,
-            in_channels,
-            out_channels,
-            false,
+            folder.unet_channels,
             folder.unet.clone(),
-        )?;
+            folder.unet_text_time,
+        )
+        .map_err(|error| {
+            GeneratorError::folder(
+                &folder.root,
+                format!("unet/diffusion_pytorch_model.safetensors does not match unet/config.json: {error}"),
+            )
+        })?;
 
         let vae_vb = vae_with_mean_posterior(&folder, dtype, &device)?;
         let vae = AutoEncoderKL::new(vae_vb, 3, 3, folder.vae.clone())?;
@@ -176,11 +118,29 @@ impl Pipeline {
             folder,
             device,
             dtype,
-            tokenizer,
             text_encoder,
             unet,
             vae,
+            vae_tile_size: DEFAULT_VAE_TILE_SIZE,
+            max_batch: DEFAULT_MAX_BATCH,
         })
+    }
+
+    /// Sets the latent side above which the VAE decodes in overlapping
+    /// tiles (see [`crate::tiling`]); 0 decodes every image in one piece.
+    pub fn set_vae_tile_size(&mut self, tile_size: usize) {
+        self.vae_tile_size = tile_size;
+    }
+
+    /// Sets the largest number of images [`Pipeline::generate_batch`] takes
+    /// at once, at least 1.
+    pub fn set_max_batch(&mut self, max_batch: usize) {
+        self.max_batch = max_batch.max(1);
+    }
+
+    /// Largest number of images [`Pipeline::generate_batch`] takes at once.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
     }
 
     /// The folder this pipeline was loaded from.
@@ -195,18 +155,49 @@ impl Pipeline {
         input: &GenerationInput,
         on_step: &mut dyn FnMut(StepProgress) -> bool,
     ) -> Result<(RgbImage, StageTimings), GeneratorError> {
+        let (mut images, timings) = self.generate_batch(input, 1, on_step)?;
+        Ok((images.remove(0), timings))
+    }
+
+    /// Draws `count` images of `input` as one UNet batch; image `i` uses
+    /// seed `input.seed + i` (wrapping) for its initial and scheduler noise,
+    /// so it matches a single image with that seed up to float rounding.
+    /// `count` must be from 1 to [`Pipeline::max_batch`]. `on_step` runs
+    /// after every denoising step and stops the work with
+    /// [`GeneratorError::Cancelled`] when it returns false.
+    pub fn generate_batch(
+        &self,
+        input: &GenerationInput,
+        count: usize,
+        on_step: &mut dyn FnMut(StepProgress) -> bool,
+    ) -> Result<(Vec<RgbImage>, StageTimings), GeneratorError> {
+        if count == 0 || count > self.max_batch {
+            return Err(InvalidArgument::new(
+                "count",
+                count,
+                format!("from 1 to the max batch {}", self.max_batch),
+            )
+            .into());
+        }
         let mut timings = StageTimings::default();
         let use_guidance = input.guidance_scale > 1.0;
 
         // Encode the prompts; the unconditional row comes first.
         let started = Instant::now();
-        let conditional = self.encode_text(&input.prompt)?;
-        let text_embeddings = if use_guidance {
-            let unconditional = self.encode_text(&input.negative_prompt)?;
-            Tensor::cat(&[unconditional, conditional], 0)?
+        let conditional = self.encode_text("prompt", &input.prompt)?;
+        let embeddings = if use_guidance {
+            let unconditional =
+                if input.negative_prompt.is_empty() && self.folder.force_zeros_for_empty_prompt {
+                    conditional.zeros_like()?
+                } else {
+                    self.encode_text("negative_prompt", &input.negative_prompt)?
+                };
+            TextEmbeddings::cat(&unconditional, &conditional)?
         } else {
             conditional
         };
+        let text_embeddings = repeat_per_image(&embeddings.hidden, count, use_guidance)?;
+        let text_time = self.text_time_input(&embeddings, count, use_guidance, input)?;
         timings.text_encode = started.elapsed();
 
         // Prepare the initial latents.
@@ -215,20 +206,23 @@ impl Pipeline {
         let timesteps = scheduler.timesteps();
         let factor = self.folder.vae_scale_factor();
         let latent_shape = [
-            1,
+            count,
             self.folder.unet_channels.0,
             input.height / factor,
             input.width / factor,
         ];
-        let mut rng = ChaCha8Rng::seed_from_u64(input.seed);
-        let noise = seeded_normal(&mut rng, &latent_shape, &self.device)?.to_dtype(self.dtype)?;
+        let mut rngs: Vec<ChaCha8Rng> = (0..count as u64)
+            .map(|index| ChaCha8Rng::seed_from_u64(input.seed.wrapping_add(index)))
+            .collect();
+        let noise =
+            seeded_normal_batch(&mut rngs, &latent_shape, &self.device)?.to_dtype(self.dtype)?;
         let (mut latents, first_step) = match &input.init {
             None => ((noise * scheduler.init_noise_sigma())?, 0),
             Some((image, strength)) => {
                 // diffusers' img2img: run the last `steps * strength` steps from the noised init latents.
                 let run_steps = ((input.steps as f64 * strength) as usize).min(input.steps);
                 let first_step = input.steps - run_steps;
-                let init_latents = self.encode_image(image)?;
+                let init_latents = self.encode_image(image)?.repeat((count, 1, 1, 1))?;
                 if first_step == input.steps {
                     (init_latents, first_step)
                 } else {
@@ -250,9 +244,12 @@ impl Pipeline {
                 latents.clone()
             };
             let model_input = scheduler.scale_model_input(model_input, index)?;
-            let noise_pred = self
-                .unet
-                .forward(&model_input, timestep as f64, &text_embeddings)?;
+            let noise_pred = self.unet.forward(
+                &model_input,
+                timestep as f64,
+                &text_embeddings,
+                text_time.as_ref(),
+            )?;
             let noise_pred = if use_guidance {
                 let halves = noise_pred.chunk(2, 0)?;
                 let (unconditional, conditional) = (&halves[0], &halves[1]);
@@ -260,7 +257,7 @@ impl Pipeline {
             } else {
                 noise_pred
             };
-            latents = scheduler.step(&noise_pred, index, &latents, &mut rng)?;
+            latents = scheduler.step(&noise_pred, index, &latents, &mut rngs)?;
             if !on_step(StepProgress {
                 step: done + 1,
                 total,
@@ -275,19 +272,53 @@ impl Pipeline {
 
         // Decode.
         let started = Instant::now();
-        let image = self
-            .vae
-            .decode(&(latents / self.folder.vae_scaling_factor)?)?
-            .i(0)?;
-        let image = tensor_to_rgb(&image)?;
+        let latents = (latents / self.folder.vae_scaling_factor)?;
+        let mut images = Vec::with_capacity(count);
+        for row in 0..count {
+            let image = decode_latents(
+                &self.vae,
+                &latents.narrow(0, row, 1)?,
+                self.vae_tile_size,
+                self.folder.vae_scale_factor(),
+            )?;
+            images.push(tensor_to_rgb(&image)?);
+        }
         timings.decode = started.elapsed();
-        Ok((image, timings))
+        Ok((images, timings))
     }
 
-    fn encode_text(&self, text: &str) -> Result<Tensor, GeneratorError> {
-        let ids = self.tokenizer.encode(text)?;
-        let ids = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
-        Ok(self.text_encoder.forward(&ids)?.to_dtype(self.dtype)?)
+    /// Encodes one prompt. `field` names it in weighting syntax errors.
+    fn encode_text(&self, field: &str, text: &str) -> Result<TextEmbeddings, GeneratorError> {
+        self.text_encoder.encode(field, text)
+    }
+
+    /// Builds SDXL's added conditioning for a batch laid out like the UNet
+    /// input: the pooled embeddings, and diffusers' default size ids, which
+    /// take the original and target size to be the requested one and the
+    /// crop to start at the top-left corner. None for SD 1.x and 2.x.
+    fn text_time_input(
+        &self,
+        embeddings: &TextEmbeddings,
+        count: usize,
+        use_guidance: bool,
+        input: &GenerationInput,
+    ) -> Result<Option<TextTimeInput>, GeneratorError> {
+        let Some(pooled) = &embeddings.pooled else {
+            return Ok(None);
+        };
+        let text_embeds =
+            repeat_per_image(&pooled.unsqueeze(1)?, count, use_guidance)?.squeeze(1)?;
+        let rows = text_embeds.dim(0)?;
+        let (height, width) = (input.height as f32, input.width as f32);
+        let sizes: [f32; TIME_IDS] = [height, width, 0.0, 0.0, height, width];
+        let time_ids = Tensor::new(&sizes, &self.device)?
+            .unsqueeze(0)?
+            .repeat((rows, 1))?
+            .to_dtype(self.dtype)?;
+        Ok(Some(TextTimeInput {
+            text_embeds,
+            time_ids,
+        }))
     }
 
     fn encode_image(&self, image: &RgbImage) -> Result<Tensor, GeneratorError> {
@@ -297,6 +328,30 @@ impl Pipeline {
         let latents = self.vae.encode(&pixels)?.sample()?;
         Ok((latents * self.folder.vae_scaling_factor)?)
     }
+}
+
+/// Repeats the text embeddings for a batch of `count` images. With guidance
+/// the input is `[unconditional, conditional]` and the output is `count`
+/// unconditional rows followed by `count` conditional rows, matching the
+/// UNet input `[latents, latents]`.
+fn repeat_per_image(
+    embeddings: &Tensor,
+    count: usize,
+    use_guidance: bool,
+) -> candle_core::Result<Tensor> {
+    if count == 1 {
+        return Ok(embeddings.clone());
+    }
+    let halves = if use_guidance {
+        embeddings.chunk(2, 0)?
+    } else {
+        vec![embeddings.clone()]
+    };
+    let repeated = halves
+        .iter()
+        .map(|half| half.repeat((count, 1, 1)))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&repeated, 0)
 }
 
 fn mmap(

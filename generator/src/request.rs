@@ -29,10 +29,15 @@ pub struct Limits {
     pub default_guidance_scale: f64,
     /// Scheduler used when a request leaves it empty.
     pub default_scheduler: SchedulerKind,
+    /// Largest accepted `num_images`.
+    pub max_images: usize,
+    /// Largest number of images denoised in one UNet batch, as reported in `Info`.
+    pub max_batch: usize,
 }
 
 /// Checks `request` and fills in defaults. Returns the pipeline input and
-/// the request as resolved.
+/// the request as resolved, whose `num_images` is always set (see
+/// [`image_count`]).
 pub fn resolve(
     request: &GenerateRequest,
     limits: &Limits,
@@ -46,6 +51,9 @@ pub fn resolve(
             format!("at most {} characters", limits.max_prompt_chars),
         ));
     }
+    // Reject bad weighting syntax here, before the request waits in the queue.
+    crate::weighting::parse_weighted("prompt", &request.prompt)?;
+    crate::weighting::parse_weighted("negative_prompt", &request.negative_prompt)?;
 
     // Decode the init image first: its size is the default image size.
     let init_image = match &request.init_image {
@@ -130,6 +138,18 @@ pub fn resolve(
         }
     };
 
+    let num_images = match request.num_images {
+        None => 1,
+        Some(count) if count == 0 || count as usize > limits.max_images => {
+            return Err(InvalidArgument::new(
+                "num_images",
+                count,
+                format!("from 1 to {}", limits.max_images),
+            ));
+        }
+        Some(count) => count,
+    };
+
     let seed = request.seed.unwrap_or_else(rand::random);
     let resolved = GenerateRequest {
         prompt: request.prompt.clone(),
@@ -143,6 +163,7 @@ pub fn resolve(
         init_image: None,
         strength: request.strength,
         request_id: request.request_id.clone(),
+        num_images: Some(num_images),
     };
     let input = GenerationInput {
         prompt: request.prompt.clone(),
@@ -156,6 +177,11 @@ pub fn resolve(
         init,
     };
     Ok((input, resolved))
+}
+
+/// Number of images a resolved request asks for.
+pub fn image_count(resolved: &GenerateRequest) -> usize {
+    resolved.num_images.unwrap_or(1) as usize
 }
 
 fn check_side(
@@ -195,6 +221,8 @@ mod tests {
             default_steps: 4,
             default_guidance_scale: 2.0,
             default_scheduler: SchedulerKind::Ddim,
+            max_images: 4,
+            max_batch: 2,
         }
     }
 
@@ -212,6 +240,42 @@ mod tests {
         assert_eq!(input.guidance_scale, 2.0);
         assert_eq!(resolved.seed, Some(input.seed));
         assert_eq!(resolved.scheduler, "ddim");
+        assert_eq!(resolved.num_images, Some(1));
+        assert_eq!(image_count(&resolved), 1);
+    }
+
+    #[test]
+    fn num_images_within_limit() {
+        let many = GenerateRequest {
+            num_images: Some(4),
+            ..request()
+        };
+        let (_, resolved) = resolve(&many, &limits()).unwrap();
+        assert_eq!(image_count(&resolved), 4);
+        for count in [0, 5] {
+            let error = resolve(
+                &GenerateRequest {
+                    num_images: Some(count),
+                    ..request()
+                },
+                &limits(),
+            )
+            .unwrap_err();
+            assert_eq!(error.field, "num_images");
+            assert_eq!(error.value, count.to_string());
+            assert_eq!(error.limit, "from 1 to 4");
+        }
+    }
+
+    #[test]
+    fn ddpm_scheduler_accepted() {
+        let ddpm = GenerateRequest {
+            scheduler: "ddpm".to_string(),
+            ..request()
+        };
+        let (input, resolved) = resolve(&ddpm, &limits()).unwrap();
+        assert_eq!(input.scheduler, SchedulerKind::Ddpm);
+        assert_eq!(resolved.scheduler, "ddpm");
     }
 
     #[test]
@@ -234,6 +298,27 @@ mod tests {
             (
                 GenerateRequest {
                     negative_prompt: "x".repeat(101),
+                    ..request()
+                },
+                "negative_prompt",
+            ),
+            (
+                GenerateRequest {
+                    prompt: "a (red circle".to_string(),
+                    ..request()
+                },
+                "prompt",
+            ),
+            (
+                GenerateRequest {
+                    prompt: "a (red:9) circle".to_string(),
+                    ..request()
+                },
+                "prompt",
+            ),
+            (
+                GenerateRequest {
+                    negative_prompt: "blue)".to_string(),
                     ..request()
                 },
                 "negative_prompt",

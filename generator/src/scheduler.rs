@@ -1,6 +1,10 @@
 //! Noise schedulers: the folder's `scheduler_config.json`, DDIM from candle,
-//! and an Euler-ancestral scheduler whose noise comes from the request's
-//! seeded RNG, so that the same seed always gives the same image.
+//! and Euler-ancestral and DDPM schedulers whose noise comes from the
+//! request's seeded RNG, so that the same seed always gives the same image.
+//!
+//! A batch of images carries one RNG per image, seeded with that image's
+//! seed. Every draw of noise takes row `i` of the batch from RNG `i`, so an
+//! image in a batch gets the same noise as the same seed run alone.
 
 use std::path::Path;
 
@@ -23,17 +27,25 @@ pub enum SchedulerKind {
     Ddim,
     /// Euler-ancestral sampling, with noise from the seeded RNG.
     EulerAncestral,
+    /// Denoising diffusion probabilistic models: ancestral sampling with the
+    /// "fixed_small" variance, with noise from the seeded RNG.
+    Ddpm,
 }
 
 impl SchedulerKind {
     /// Every kind, in the order `Info` lists them.
-    pub const ALL: [SchedulerKind; 2] = [SchedulerKind::Ddim, SchedulerKind::EulerAncestral];
+    pub const ALL: [SchedulerKind; 3] = [
+        SchedulerKind::Ddim,
+        SchedulerKind::EulerAncestral,
+        SchedulerKind::Ddpm,
+    ];
 
     /// Name used on the wire.
     pub fn name(self) -> &'static str {
         match self {
             Self::Ddim => "ddim",
             Self::EulerAncestral => "euler_ancestral",
+            Self::Ddpm => "ddpm",
         }
     }
 
@@ -110,6 +122,7 @@ impl SchedulerSpec {
         let json: SchedulerJson = read_json(root, file)?;
         let kind = match json.class_name.as_str() {
             "EulerAncestralDiscreteScheduler" => SchedulerKind::EulerAncestral,
+            "DDPMScheduler" => SchedulerKind::Ddpm,
             // PNDM, LMS and the other multistep schedulers that SD folders ship
             // share DDIM's beta schedule, so DDIM replaces them.
             _ => SchedulerKind::Ddim,
@@ -191,6 +204,7 @@ impl SchedulerSpec {
             SchedulerKind::EulerAncestral => Ok(ActiveScheduler::EulerAncestral(
                 EulerAncestral::new(self, steps)?,
             )),
+            SchedulerKind::Ddpm => Ok(ActiveScheduler::Ddpm(Ddpm::new(self, steps))),
         }
     }
 
@@ -273,6 +287,8 @@ pub enum ActiveScheduler {
     Ddim(Box<dyn Scheduler>),
     /// Euler-ancestral with seeded noise.
     EulerAncestral(EulerAncestral),
+    /// DDPM with seeded noise.
+    Ddpm(Ddpm),
 }
 
 impl ActiveScheduler {
@@ -281,6 +297,7 @@ impl ActiveScheduler {
         match self {
             Self::Ddim(scheduler) => scheduler.timesteps().to_vec(),
             Self::EulerAncestral(scheduler) => scheduler.timesteps.clone(),
+            Self::Ddpm(scheduler) => scheduler.timesteps.clone(),
         }
     }
 
@@ -289,6 +306,7 @@ impl ActiveScheduler {
         match self {
             Self::Ddim(scheduler) => scheduler.init_noise_sigma(),
             Self::EulerAncestral(scheduler) => scheduler.init_noise_sigma,
+            Self::Ddpm(_) => 1.0,
         }
     }
 
@@ -303,23 +321,26 @@ impl ActiveScheduler {
                 let sigma = scheduler.sigmas[index];
                 latents / (sigma * sigma + 1.0).sqrt()
             }
+            Self::Ddpm(_) => Ok(latents),
         }
     }
 
-    /// Runs step `index` of the schedule, drawing any noise from `rng`.
+    /// Runs step `index` of the schedule. Any noise for row `i` of the
+    /// batch comes from `rngs[i]`, so `rngs` has one RNG per image.
     pub fn step(
         &mut self,
         model_output: &Tensor,
         index: usize,
         latents: &Tensor,
-        rng: &mut ChaCha8Rng,
+        rngs: &mut [ChaCha8Rng],
     ) -> candle_core::Result<Tensor> {
         match self {
             Self::Ddim(scheduler) => {
                 let timestep = scheduler.timesteps()[index];
                 scheduler.step(model_output, timestep, latents)
             }
-            Self::EulerAncestral(scheduler) => scheduler.step(model_output, index, latents, rng),
+            Self::EulerAncestral(scheduler) => scheduler.step(model_output, index, latents, rngs),
+            Self::Ddpm(scheduler) => scheduler.step(model_output, index, latents, rngs),
         }
     }
 
@@ -336,6 +357,10 @@ impl ActiveScheduler {
                 scheduler.add_noise(latents, noise, timestep)
             }
             Self::EulerAncestral(scheduler) => latents + (noise * scheduler.sigmas[index])?,
+            Self::Ddpm(scheduler) => {
+                let alpha_prod = scheduler.alphas_cumprod[scheduler.timesteps[index]];
+                (latents * alpha_prod.sqrt())? + (noise * (1.0 - alpha_prod).sqrt())?
+            }
         }
     }
 }
@@ -381,7 +406,7 @@ impl EulerAncestral {
         model_output: &Tensor,
         index: usize,
         sample: &Tensor,
-        rng: &mut ChaCha8Rng,
+        rngs: &mut [ChaCha8Rng],
     ) -> candle_core::Result<Tensor> {
         let sigma_from = self.sigmas[index];
         let sigma_to = self.sigmas[index + 1];
@@ -401,8 +426,104 @@ impl EulerAncestral {
         if sigma_up == 0.0 {
             return Ok(previous);
         }
-        let noise = seeded_normal(rng, sample.dims(), sample.device())?.to_dtype(sample.dtype())?;
+        let noise =
+            seeded_normal_batch(rngs, sample.dims(), sample.device())?.to_dtype(sample.dtype())?;
         previous + (noise * sigma_up)?
+    }
+}
+
+/// DDPM ancestral sampling (Ho et al. 2020), as diffusers' `DDPMScheduler`
+/// computes it with `variance_type` "fixed_small": each step moves to the
+/// mean of the posterior q(x_prev | x_t, x_0) and adds noise with variance
+/// beta~_t = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t.
+///
+/// NOTE: the predicted x_0 is not clipped, which matches the
+/// `clip_sample: false` that Stable Diffusion scheduler configs set; a
+/// config with `clip_sample: true` still runs unclipped.
+pub struct Ddpm {
+    timesteps: Vec<usize>,
+    alphas_cumprod: Vec<f64>,
+    prediction_type: PredictionType,
+}
+
+/// The scalar coefficients of one DDPM step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct DdpmCoefficients {
+    /// Weight of the predicted x_0 in the posterior mean.
+    original: f64,
+    /// Weight of the current sample x_t in the posterior mean.
+    current: f64,
+    /// Standard deviation of the added noise; 0 at the last step.
+    noise_std: f64,
+}
+
+impl Ddpm {
+    fn new(spec: &SchedulerSpec, steps: usize) -> Self {
+        Self {
+            timesteps: spec.timesteps(steps),
+            alphas_cumprod: spec.alphas_cumprod(),
+            prediction_type: spec.prediction_type,
+        }
+    }
+
+    /// Cumulative alpha at the step after `index`. Like diffusers, the step
+    /// after the last one is the clean image, with cumulative alpha 1.
+    fn alpha_prod_previous(&self, index: usize) -> f64 {
+        match self.timesteps.get(index + 1) {
+            Some(&previous) => self.alphas_cumprod[previous],
+            None => 1.0,
+        }
+    }
+
+    fn coefficients(&self, index: usize) -> DdpmCoefficients {
+        let alpha_prod = self.alphas_cumprod[self.timesteps[index]];
+        let alpha_prod_previous = self.alpha_prod_previous(index);
+        let beta_prod = 1.0 - alpha_prod;
+        let beta_prod_previous = 1.0 - alpha_prod_previous;
+        // alpha and beta of the jump from this timestep to the previous one,
+        // which spans several training timesteps when steps < train_timesteps.
+        let current_alpha = alpha_prod / alpha_prod_previous;
+        let current_beta = 1.0 - current_alpha;
+        // diffusers clamps the variance at 1e-20 before its square root.
+        let variance = (beta_prod_previous / beta_prod * current_beta).max(1e-20);
+        DdpmCoefficients {
+            original: alpha_prod_previous.sqrt() * current_beta / beta_prod,
+            current: current_alpha.sqrt() * beta_prod_previous / beta_prod,
+            noise_std: if self.timesteps[index] > 0 {
+                variance.sqrt()
+            } else {
+                0.0
+            },
+        }
+    }
+
+    fn step(
+        &self,
+        model_output: &Tensor,
+        index: usize,
+        sample: &Tensor,
+        rngs: &mut [ChaCha8Rng],
+    ) -> candle_core::Result<Tensor> {
+        let alpha_prod = self.alphas_cumprod[self.timesteps[index]];
+        let beta_prod = 1.0 - alpha_prod;
+        let predicted_original = match self.prediction_type {
+            PredictionType::Epsilon => {
+                ((sample - (model_output * beta_prod.sqrt())?)? / alpha_prod.sqrt())?
+            }
+            PredictionType::VPrediction => {
+                ((sample * alpha_prod.sqrt())? - (model_output * beta_prod.sqrt())?)?
+            }
+            PredictionType::Sample => model_output.clone(),
+        };
+        let coefficients = self.coefficients(index);
+        let mean =
+            ((predicted_original * coefficients.original)? + (sample * coefficients.current)?)?;
+        if coefficients.noise_std == 0.0 {
+            return Ok(mean);
+        }
+        let noise =
+            seeded_normal_batch(rngs, sample.dims(), sample.device())?.to_dtype(sample.dtype())?;
+        mean + (noise * coefficients.noise_std)?
     }
 }
 
@@ -417,6 +538,32 @@ pub fn seeded_normal(
         .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
         .collect();
     Tensor::from_vec(values, shape, device)
+}
+
+/// Draws a standard-normal F32 tensor of `shape` whose row `i` (along the
+/// first dimension) comes from `rngs[i]`. With one RNG this draws what
+/// [`seeded_normal`] draws.
+pub fn seeded_normal_batch(
+    rngs: &mut [ChaCha8Rng],
+    shape: &[usize],
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    let Some((&rows, row_shape)) = shape.split_first() else {
+        candle_core::bail!("seeded noise needs a batch dimension, got shape {shape:?}");
+    };
+    if rows != rngs.len() {
+        candle_core::bail!(
+            "seeded noise for a batch of {rows} needs {rows} RNGs, got {}",
+            rngs.len()
+        );
+    }
+    let mut row_shape_with_batch = vec![1];
+    row_shape_with_batch.extend_from_slice(row_shape);
+    let rows = rngs
+        .iter_mut()
+        .map(|rng| seeded_normal(rng, &row_shape_with_batch, device))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&rows, 0)
 }
 
 #[cfg(test)]
@@ -472,9 +619,9 @@ mod tests {
         let output = (sample.clone() * 0.5).unwrap();
         let run = |seed| {
             let mut scheduler = spec.build(SchedulerKind::EulerAncestral, 4).unwrap();
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut rngs = [ChaCha8Rng::seed_from_u64(seed)];
             scheduler
-                .step(&output, 0, &sample, &mut rng)
+                .step(&output, 0, &sample, &mut rngs)
                 .unwrap()
                 .flatten_all()
                 .unwrap()
@@ -483,6 +630,175 @@ mod tests {
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
+    }
+
+    /// Four training timesteps with linear betas 0.1, 0.2, 0.3, 0.4, so the
+    /// cumulative alphas are 0.9, 0.72, 0.504 and 0.3024. Two leading-spaced
+    /// steps run timesteps 2 and 0.
+    fn small_spec(prediction_type: PredictionType) -> SchedulerSpec {
+        SchedulerSpec {
+            kind: SchedulerKind::Ddpm,
+            beta_start: 0.1,
+            beta_end: 0.4,
+            beta_schedule: BetaSchedule::Linear,
+            train_timesteps: 4,
+            prediction_type,
+            steps_offset: 0,
+            timestep_spacing: TimestepSpacing::Leading,
+        }
+    }
+
+    fn values(tensor: &Tensor) -> Vec<f32> {
+        tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    fn assert_close(actual: f64, expected: f64) {
+        assert!(
+            (actual - expected).abs() < 1e-9,
+            "{actual} differs from {expected}"
+        );
+    }
+
+    #[test]
+    fn small_schedule_alphas_cumprod() {
+        let alphas = small_spec(PredictionType::Epsilon).alphas_cumprod();
+        for (actual, expected) in alphas.iter().zip([0.9, 0.72, 0.504, 0.3024]) {
+            assert_close(*actual, expected);
+        }
+    }
+
+    #[test]
+    fn ddpm_first_step_coefficients() {
+        let ddpm = Ddpm::new(&small_spec(PredictionType::Epsilon), 2);
+        assert_eq!(ddpm.timesteps, vec![2, 0]);
+        // Timestep 2 to 0: alpha_bar 0.504 to 0.9, so the jump has alpha
+        // 0.504 / 0.9 = 0.56 and beta 0.44.
+        let first = ddpm.coefficients(0);
+        assert_close(first.original, 0.9f64.sqrt() * 0.44 / 0.496);
+        assert_close(first.current, 0.56f64.sqrt() * 0.1 / 0.496);
+        assert_close(first.noise_std, (0.1 / 0.496 * 0.44f64).sqrt());
+        // The last step lands on the clean image: x_0 itself, no noise.
+        let last = ddpm.coefficients(1);
+        assert_close(last.original, 1.0);
+        assert_close(last.current, 0.0);
+        assert_eq!(last.noise_std, 0.0);
+    }
+
+    #[test]
+    fn ddpm_first_step_mean_plus_seeded_noise() {
+        let device = Device::Cpu;
+        let sample = Tensor::ones((1, 4, 2, 2), candle_core::DType::F32, &device).unwrap();
+        let epsilon = (sample.clone() * 0.5).unwrap();
+        let mut scheduler = small_spec(PredictionType::Epsilon)
+            .build(SchedulerKind::Ddpm, 2)
+            .unwrap();
+        let mut rngs = [ChaCha8Rng::seed_from_u64(3)];
+        let stepped = values(&scheduler.step(&epsilon, 0, &sample, &mut rngs).unwrap());
+
+        // x_0 = (x_t - sqrt(1 - 0.504) * eps) / sqrt(0.504), then the posterior
+        // mean, then the same seed's noise times the fixed_small deviation.
+        let original = (1.0 - 0.496f64.sqrt() * 0.5) / 0.504f64.sqrt();
+        let mean = 0.9f64.sqrt() * 0.44 / 0.496 * original + 0.56f64.sqrt() * 0.1 / 0.496;
+        let std = (0.1 / 0.496 * 0.44f64).sqrt();
+        let noise = values(
+            &seeded_normal(&mut ChaCha8Rng::seed_from_u64(3), &[1, 4, 2, 2], &device).unwrap(),
+        );
+        for (actual, noise) in stepped.iter().zip(noise) {
+            let expected = mean + std * noise as f64;
+            assert!(
+                (*actual as f64 - expected).abs() < 1e-5,
+                "{actual} differs from {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn ddpm_last_step_returns_predicted_original() {
+        let device = Device::Cpu;
+        let sample = Tensor::full(2f32, (1, 4, 2, 2), &device).unwrap();
+        let output = Tensor::full(0.5f32, (1, 4, 2, 2), &device).unwrap();
+        let cases = [
+            // Epsilon at alpha_bar 0.9: (2 - sqrt(0.1) * 0.5) / sqrt(0.9).
+            (
+                PredictionType::Epsilon,
+                (2.0 - 0.1f64.sqrt() * 0.5) / 0.9f64.sqrt(),
+            ),
+            // v-prediction: sqrt(0.9) * 2 - sqrt(0.1) * 0.5.
+            (
+                PredictionType::VPrediction,
+                0.9f64.sqrt() * 2.0 - 0.1f64.sqrt() * 0.5,
+            ),
+        ];
+        for (prediction_type, expected) in cases {
+            let mut scheduler = small_spec(prediction_type)
+                .build(SchedulerKind::Ddpm, 2)
+                .unwrap();
+            let mut rngs = [ChaCha8Rng::seed_from_u64(0)];
+            let stepped = values(&scheduler.step(&output, 1, &sample, &mut rngs).unwrap());
+            for actual in stepped {
+                assert!(
+                    (actual as f64 - expected).abs() < 1e-5,
+                    "{prediction_type:?}: {actual} differs from {expected}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ddpm_add_noise_uses_alpha_bar() {
+        let device = Device::Cpu;
+        let scheduler = small_spec(PredictionType::Epsilon)
+            .build(SchedulerKind::Ddpm, 2)
+            .unwrap();
+        let clean = Tensor::ones((1, 1, 1, 1), candle_core::DType::F32, &device).unwrap();
+        let noise = Tensor::full(2f32, (1, 1, 1, 1), &device).unwrap();
+        let noised = values(&scheduler.add_noise(&clean, noise, 0).unwrap())[0];
+        let expected = 0.504f64.sqrt() + 2.0 * 0.496f64.sqrt();
+        assert!((noised as f64 - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn ddpm_honours_trailing_spacing() {
+        let spec = SchedulerSpec {
+            timestep_spacing: TimestepSpacing::Trailing,
+            ..small_spec(PredictionType::Epsilon)
+        };
+        let scheduler = spec.build(SchedulerKind::Ddpm, 2).unwrap();
+        assert_eq!(scheduler.timesteps(), vec![3, 1]);
+    }
+
+    #[test]
+    fn batch_noise_rows_match_single_seeds() {
+        let device = Device::Cpu;
+        let mut rngs = [ChaCha8Rng::seed_from_u64(10), ChaCha8Rng::seed_from_u64(11)];
+        let batch = seeded_normal_batch(&mut rngs, &[2, 4, 3, 3], &device).unwrap();
+        for (row, seed) in [10u64, 11].into_iter().enumerate() {
+            let single =
+                seeded_normal(&mut ChaCha8Rng::seed_from_u64(seed), &[1, 4, 3, 3], &device)
+                    .unwrap();
+            assert_eq!(
+                values(&batch.narrow(0, row, 1).unwrap()),
+                values(&single),
+                "row {row}"
+            );
+        }
+        let error = seeded_normal_batch(&mut rngs, &[3, 4], &device).unwrap_err();
+        assert!(error.to_string().contains("needs 3 RNGs"), "{error}");
+    }
+
+    #[test]
+    fn ddpm_class_name_read_from_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("scheduler")).unwrap();
+        std::fs::write(
+            dir.path().join("scheduler/scheduler_config.json"),
+            r#"{"_class_name": "DDPMScheduler", "timestep_spacing": "trailing", "prediction_type": "v_prediction"}"#,
+        )
+        .unwrap();
+        let spec = SchedulerSpec::from_file(dir.path(), "scheduler/scheduler_config.json").unwrap();
+        assert_eq!(spec.kind, SchedulerKind::Ddpm);
+        assert!(matches!(spec.timestep_spacing, TimestepSpacing::Trailing));
+        assert!(matches!(spec.prediction_type, PredictionType::VPrediction));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::GeneratorError;
 use crate::request::{Limits, resolve};
-use crate::worker::{ModelHandle, WorkItem};
+use crate::worker::{ModelHandle, WorkItem, event_capacity};
 
 /// The loaded model, with the limits and `Info` response the service uses.
 pub struct Loaded {
@@ -83,8 +83,7 @@ impl GeneratorService {
     ) -> Result<ReceiverStream<Result<GenerateEvent, Status>>, GeneratorError> {
         let loaded = self.loaded().map_err(|_| GeneratorError::Unavailable)?;
         let (input, resolved) = resolve(&request, &loaded.limits)?;
-        // Room for every progress event and the result, so the model thread never waits on a slow client.
-        let (events, receiver) = mpsc::channel(input.steps + 2);
+        let (events, receiver) = mpsc::channel(event_capacity(&input, &resolved));
         loaded.handle.submit(WorkItem {
             input,
             resolved,

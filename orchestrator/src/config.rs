@@ -58,6 +58,10 @@ pub struct OrchestratorArgs {
     #[arg(long, env = "REDRAFT_MAX_CANDIDATES", default_value_t = 16)]
     pub max_candidates: u32,
 
+    /// Largest budget in generator calls a job may ask for.
+    #[arg(long, env = "REDRAFT_MAX_GENERATOR_CALLS", default_value_t = 256)]
+    pub max_generator_calls: u32,
+
     /// Largest deadline a job may ask for, in seconds; also the default deadline.
     #[arg(long, env = "REDRAFT_MAX_DEADLINE_SECONDS", default_value_t = 3600.0)]
     pub max_deadline_seconds: f64,
@@ -95,6 +99,7 @@ impl OrchestratorArgs {
             ("--max-stored-jobs", self.max_stored_jobs),
             ("--max-iterations", self.max_iterations as usize),
             ("--max-candidates", self.max_candidates as usize),
+            ("--max-generator-calls", self.max_generator_calls as usize),
             ("--max-prompt-chars", self.max_prompt_chars as usize),
             ("--max-steps", self.max_steps as usize),
         ] {

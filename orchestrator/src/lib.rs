@@ -120,6 +120,7 @@ pub async fn start(
         max_steps: args.max_steps,
         max_iterations: args.max_iterations,
         max_candidates: args.max_candidates,
+        max_generator_calls: args.max_generator_calls,
         max_deadline_seconds: args.max_deadline_seconds,
     };
     let service = OrchestratorService::new(

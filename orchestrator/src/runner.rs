@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redraft_proto::{
     Candidate, CandidateDone, CandidateProgress, CandidateRef, CandidateTimings, CritiqueRequest,
-    GenerateRequest, GenerateTimingsSummary, GenerationParams, Iteration, IterationStarted, Job,
-    JobStatus, JobTotals, job_event,
+    GenerateRequest, GenerateTimingsSummary, GenerationParams, Image, Iteration, IterationStarted,
+    Job, JobStatus, JobTotals, job_event,
 };
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
@@ -20,7 +20,7 @@ use crate::calls;
 use crate::metrics as orch_metrics;
 use crate::pool::Pool;
 use crate::store::JobStore;
-use crate::strategy::{BestOfN, CandidatePlan, Strategy};
+use crate::strategy::{self, Budget, CandidatePlan};
 
 /// Runs queued jobs on the replica pools.
 pub struct Runner {
@@ -123,24 +123,49 @@ impl Runner {
     }
 
     async fn iterate(&self, job_id: &str, clock: Instant) -> Ending {
-        let strategy = BestOfN;
         let job = match self.store.get(job_id) {
             Ok(job) => job,
             Err(error) => return Ending::Failed(error),
         };
         let spec = job.spec.clone().unwrap_or_default();
+        let strategy = strategy::for_spec(&spec);
         let policy = spec.policy.unwrap_or_default();
         let threshold = policy.threshold.unwrap_or_default();
         let max_iterations = policy.max_iterations.unwrap_or(1);
+        let max_calls = policy.max_generator_calls.unwrap_or(1);
+        let mut spent = 0;
 
         for index in 0..max_iterations {
+            if spent >= max_calls {
+                return Ending::Exhausted(format!(
+                    "spent the budget of {max_calls} generator calls"
+                ));
+            }
             let job = match self.store.get(job_id) {
                 Ok(job) => job,
                 Err(error) => return Ending::Failed(error),
             };
-            let decision = strategy.decide(&job);
+            let budget = Budget {
+                spent,
+                left: max_calls - spent,
+            };
+            let decision = strategy.decide(&job, budget);
+            spent += decision.candidates.len() as u32;
+
+            // Look up the init images before anything is recorded.
+            let mut plans = Vec::with_capacity(decision.candidates.len());
+            for plan in decision.candidates {
+                match init_image(&job, &plan) {
+                    Ok(image) => plans.push((plan, image)),
+                    Err(error) => return Ending::Failed(error),
+                }
+            }
+
             let iteration_started = Instant::now();
             let started = self.store.update(job_id, |job| {
+                job.totals
+                    .get_or_insert_with(JobTotals::default)
+                    .budget_spent = spent;
                 job.iterations.push(Iteration {
                     index,
                     action: decision.action as i32,
@@ -153,7 +178,7 @@ impl Runner {
                     iteration: index,
                     action: decision.action as i32,
                     reason: decision.reason.clone(),
-                    candidates: decision.candidates.len() as u32,
+                    candidates: plans.len() as u32,
                 }))
             });
             if let Err(error) = started {
@@ -163,7 +188,7 @@ impl Runner {
 
             // Fan the candidates out; dropping the set aborts them all.
             let mut tasks = JoinSet::new();
-            for (candidate_index, plan) in decision.candidates.into_iter().enumerate() {
+            for (candidate_index, (plan, init)) in plans.into_iter().enumerate() {
                 let context = CandidateContext {
                     store: self.store.clone(),
                     generators: self.generators.clone(),
@@ -171,9 +196,10 @@ impl Runner {
                     job_id: job_id.to_string(),
                     iteration: index,
                     index: candidate_index as u32,
+                    prompt: spec.prompt.clone(),
                     params: spec.params.clone().unwrap_or_default(),
                 };
-                tasks.spawn(async move { context.run(plan).await }.in_current_span());
+                tasks.spawn(async move { context.run(plan, init).await }.in_current_span());
             }
             while let Some(joined) = tasks.join_next().await {
                 let outcome = match joined {
@@ -216,6 +242,9 @@ impl Runner {
             if job.best.is_some() && job.best_score >= threshold {
                 return Ending::Satisfied;
             }
+        }
+        if spent >= max_calls {
+            return Ending::Exhausted(format!("spent the budget of {max_calls} generator calls"));
         }
         Ending::Exhausted(format!("reached the iteration limit of {max_iterations}"))
     }
@@ -278,12 +307,15 @@ struct CandidateContext {
     job_id: String,
     iteration: u32,
     index: u32,
+    /// The job's own prompt: every candidate is judged against it, whatever
+    /// prompt the strategy sent to the generator.
+    prompt: String,
     params: GenerationParams,
 }
 
 impl CandidateContext {
     /// Draws and judges one candidate, and records it in the job.
-    async fn run(self, plan: CandidatePlan) -> Result<(), OrchestratorError> {
+    async fn run(self, plan: CandidatePlan, init: Option<Image>) -> Result<(), OrchestratorError> {
         let request_id = format!("{}/{}/{}", self.job_id, self.iteration, self.index);
         let request = GenerateRequest {
             prompt: plan.prompt.clone(),
@@ -294,9 +326,10 @@ impl CandidateContext {
             steps: self.params.steps,
             guidance_scale: self.params.guidance_scale,
             scheduler: self.params.scheduler.clone(),
-            init_image: None,
-            strength: 0.0,
+            strength: plan.init.as_ref().map_or(0.0, |init| init.strength),
+            init_image: init,
             request_id: request_id.clone(),
+            ..Default::default()
         };
         let on_progress = |step: u32, total: u32| {
             // A progress event changes nothing in the job.
@@ -326,7 +359,7 @@ impl CandidateContext {
 
         let attempts = AtomicU32::new(0);
         let request = CritiqueRequest {
-            prompt: plan.prompt.clone(),
+            prompt: self.prompt.clone(),
             image: Some(image.clone()),
             request_id,
         };
@@ -362,6 +395,9 @@ impl CandidateContext {
             }),
             generator: generated.address,
             critic: judged.address,
+            init_from: plan.init.as_ref().map(|init| init.from),
+            strength: plan.init.as_ref().map_or(0.0, |init| init.strength),
+            action: plan.action as i32,
         };
         let score = judged.critique.score;
         tracing::info!(job_id = %self.job_id, iteration = self.iteration, candidate = self.index, seed = candidate.seed, score, "candidate judged");
@@ -394,6 +430,31 @@ impl CandidateContext {
             None
         });
     }
+}
+
+/// The image a plan refines, or `None` for text-to-image.
+fn init_image(job: &Job, plan: &CandidatePlan) -> Result<Option<Image>, OrchestratorError> {
+    let Some(init) = &plan.init else {
+        return Ok(None);
+    };
+    job.iterations
+        .get(init.from.iteration as usize)
+        .and_then(|iteration| {
+            iteration
+                .candidates
+                .iter()
+                .find(|candidate| candidate.index == init.from.candidate)
+        })
+        .and_then(|candidate| candidate.image.clone())
+        .map(Some)
+        .ok_or_else(|| OrchestratorError::BadResponse {
+            pool: "orchestrator",
+            address: "strategy".to_string(),
+            message: format!(
+                "the strategy refines candidate {} of iteration {}, which has no image",
+                init.from.candidate, init.from.iteration
+            ),
+        })
 }
 
 /// Creates a job record for a resolved spec.

@@ -173,6 +173,7 @@ impl Orchestrator for OrchestratorService {
             max_prompt_chars: self.limits.max_prompt_chars as u32,
             max_deadline_seconds: self.limits.max_deadline_seconds,
             queue_capacity: self.queue_capacity as u32,
+            max_generator_calls: self.limits.max_generator_calls,
             generators: replica_infos(&self.generators),
             critics: replica_infos(&self.critics),
         }))

@@ -10,6 +10,8 @@ pub const DEFAULT_THRESHOLD: f32 = 0.8;
 pub const DEFAULT_MAX_ITERATIONS: u32 = 4;
 /// Candidates per iteration used when a job leaves it unset.
 pub const DEFAULT_CANDIDATES: u32 = 2;
+/// Strategy used when a job leaves it unset.
+pub const DEFAULT_STRATEGY: Strategy = Strategy::Adaptive;
 /// Image sides must be a multiple of this (the VAE's 8x down-sampling);
 /// generators may require a larger multiple and reject the request.
 pub const SIDE_MULTIPLE: u32 = 8;
@@ -27,6 +29,8 @@ pub struct SpecLimits {
     pub max_iterations: u32,
     /// Largest number of candidates per iteration.
     pub max_candidates: u32,
+    /// Largest budget in generator calls.
+    pub max_generator_calls: u32,
     /// Largest deadline in seconds.
     pub max_deadline_seconds: f64,
 }
@@ -40,6 +44,7 @@ impl SpecLimits {
             max_steps: 150,
             max_iterations: 32,
             max_candidates: 16,
+            max_generator_calls: 256,
             max_deadline_seconds: 3600.0,
         }
     }
@@ -145,21 +150,35 @@ fn resolve_policy(policy: LoopPolicy, limits: &SpecLimits) -> Result<LoopPolicy,
         ));
     }
     let strategy = match Strategy::try_from(policy.strategy) {
-        Ok(Strategy::Unspecified) | Ok(Strategy::BestOfN) => Strategy::BestOfN,
+        Ok(Strategy::Unspecified) => DEFAULT_STRATEGY,
+        Ok(strategy) => strategy,
         Err(_) => {
             return Err(InvalidArgument::new(
                 "spec.policy.strategy",
                 policy.strategy,
-                "a known Strategy value (BEST_OF_N)",
+                "a known Strategy value (BEST_OF_N, REPROMPT, REFINE or ADAPTIVE)",
             ));
         }
     };
+    let max_generator_calls = policy.max_generator_calls.unwrap_or_else(|| {
+        max_iterations
+            .saturating_mul(candidates)
+            .min(limits.max_generator_calls)
+    });
+    if max_generator_calls == 0 || max_generator_calls > limits.max_generator_calls {
+        return Err(InvalidArgument::new(
+            "spec.policy.max_generator_calls",
+            max_generator_calls,
+            format!("from 1 to {}", limits.max_generator_calls),
+        ));
+    }
     Ok(LoopPolicy {
         threshold: Some(threshold),
         max_iterations: Some(max_iterations),
         candidates_per_iteration: Some(candidates),
         deadline_seconds: Some(deadline),
         strategy: strategy as i32,
+        max_generator_calls: Some(max_generator_calls),
     })
 }
 
@@ -174,6 +193,7 @@ mod tests {
             max_steps: 150,
             max_iterations: 16,
             max_candidates: 8,
+            max_generator_calls: 64,
             max_deadline_seconds: 600.0,
         }
     }
@@ -193,7 +213,11 @@ mod tests {
         assert_eq!(policy.max_iterations, Some(DEFAULT_MAX_ITERATIONS));
         assert_eq!(policy.candidates_per_iteration, Some(DEFAULT_CANDIDATES));
         assert_eq!(policy.deadline_seconds, Some(600.0));
-        assert_eq!(policy.strategy, Strategy::BestOfN as i32);
+        assert_eq!(policy.strategy, Strategy::Adaptive as i32);
+        assert_eq!(
+            policy.max_generator_calls,
+            Some(DEFAULT_MAX_ITERATIONS * DEFAULT_CANDIDATES)
+        );
     }
 
     #[test]
@@ -297,6 +321,20 @@ mod tests {
                     ..Default::default()
                 }),
                 "spec.policy.candidates_per_iteration",
+            ),
+            (
+                with_policy(LoopPolicy {
+                    max_generator_calls: Some(0),
+                    ..Default::default()
+                }),
+                "spec.policy.max_generator_calls",
+            ),
+            (
+                with_policy(LoopPolicy {
+                    max_generator_calls: Some(65),
+                    ..Default::default()
+                }),
+                "spec.policy.max_generator_calls",
             ),
             (
                 with_policy(LoopPolicy {

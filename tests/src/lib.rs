@@ -132,7 +132,8 @@ impl TestStack {
     }
 }
 
-/// A job spec for `prompt` with small tiny-model settings: 64x64, few steps.
+/// A best-of-N job spec for `prompt` with small tiny-model settings: 64x64,
+/// few steps.
 pub fn spec(prompt: &str, threshold: f32, iterations: u32, candidates: u32) -> JobSpec {
     JobSpec {
         prompt: prompt.to_string(),
@@ -148,6 +149,7 @@ pub fn spec(prompt: &str, threshold: f32, iterations: u32, candidates: u32) -> J
             max_iterations: Some(iterations),
             candidates_per_iteration: Some(candidates),
             deadline_seconds: Some(300.0),
+            strategy: redraft_proto::Strategy::BestOfN as i32,
             ..Default::default()
         }),
     }

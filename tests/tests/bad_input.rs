@@ -233,7 +233,7 @@ async fn bad_generate_requests_rejected() {
             },
             "scheduler",
             "pndm",
-            "ddim, euler_ancestral",
+            "ddim, euler_ancestral, ddpm",
         ),
         (
             GenerateRequest {

@@ -39,6 +39,7 @@ async fn generate_writes_final_and_report() {
             "3",
         ])
         .args(["--max-iterations", "2", "--candidates", "2", "--steps", "3"])
+        .args(["--strategy", "best-of-n"])
         .arg("--out")
         .arg(out.path())
         .args(model_flags())
@@ -62,11 +63,15 @@ async fn generate_writes_final_and_report() {
     assert_eq!(report["status"], "exhausted");
     assert_eq!(report["prompt"], "a red circle left of a blue square");
     assert_eq!(report["policy"]["strategy"], "best_of_n");
+    assert_eq!(report["policy"]["max_generator_calls"], 4);
+    assert_eq!(report["totals"]["budget_spent"], 4);
     let iterations = report["iterations"].as_array().unwrap();
     assert_eq!(iterations.len(), 2);
     for iteration in iterations {
         assert_eq!(iteration["action"], "reseed");
         for candidate in iteration["candidates"].as_array().unwrap() {
+            assert_eq!(candidate["action"], "reseed");
+            assert!(candidate["init_from"].is_null());
             let score = candidate["score"].as_f64().unwrap();
             assert!((0.0..=1.0).contains(&score));
             assert!(!candidate["checks"].as_array().unwrap().is_empty());

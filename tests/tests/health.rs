@@ -98,7 +98,10 @@ async fn info_reports_limits_and_replicas() {
         .into_inner();
     assert_eq!(generator.default_width, 64);
     assert_eq!(generator.max_steps, 150);
-    assert_eq!(generator.schedulers, vec!["ddim", "euler_ancestral"]);
+    assert_eq!(
+        generator.schedulers,
+        vec!["ddim", "euler_ancestral", "ddpm"]
+    );
     assert_eq!(generator.build.unwrap().api, "redraft.v1");
 
     let critic = CriticClient::connect(stack.url("critic-1"))

@@ -7,7 +7,8 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use redraft_proto::{
-    Action, CancelJobRequest, GetJobRequest, JobStatus, ListJobsRequest, WatchJobRequest, job_event,
+    Action, CancelJobRequest, GetJobRequest, JobStatus, ListJobsRequest, Strategy, WatchJobRequest,
+    job_event,
 };
 use redraft_tests::{TestStack, metric_sum, run_job, scrape_metrics, spec};
 
@@ -95,6 +96,72 @@ async fn job_runs_to_completion() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_strategy_obeys_budget() {
+    let stack = TestStack::start(EXE.as_ref(), 1, 1).await.unwrap();
+    let mut client = stack.client().await;
+    for strategy in [
+        Strategy::BestOfN,
+        Strategy::Reprompt,
+        Strategy::Refine,
+        Strategy::Adaptive,
+    ] {
+        // Threshold 1 is never met, so only the budget of 5 calls ends the job.
+        let mut job_spec = spec("two red circles left of a square", 1.0, 10, 2);
+        let policy = job_spec.policy.as_mut().unwrap();
+        policy.strategy = strategy as i32;
+        policy.max_generator_calls = Some(5);
+        let job = run_job(&mut client, job_spec, |_| {}).await.unwrap();
+
+        assert_eq!(
+            job.status,
+            JobStatus::Exhausted as i32,
+            "{strategy:?}: {}",
+            job.error
+        );
+        assert_eq!(
+            job.spec.as_ref().unwrap().policy.as_ref().unwrap().strategy,
+            strategy as i32
+        );
+        let sizes: Vec<usize> = job
+            .iterations
+            .iter()
+            .map(|iteration| iteration.candidates.len())
+            .collect();
+        assert_eq!(sizes, vec![2, 2, 1], "{strategy:?}");
+        let totals = job.totals.unwrap();
+        assert_eq!(totals.budget_spent, 5, "{strategy:?}");
+        assert_eq!(totals.generator_calls, 5, "{strategy:?}");
+
+        // Each candidate records how it was drawn.
+        for iteration in &job.iterations {
+            assert!(!iteration.reason.is_empty());
+            for candidate in &iteration.candidates {
+                let action = Action::try_from(candidate.action).unwrap();
+                if action == Action::Refine {
+                    let from = candidate.init_from.unwrap();
+                    assert!(from.iteration < iteration.index, "{strategy:?}");
+                    assert!(candidate.strength > 0.0 && candidate.strength <= 1.0);
+                } else {
+                    assert!(candidate.init_from.is_none(), "{strategy:?}");
+                    assert_eq!(candidate.strength, 0.0);
+                }
+                if strategy == Strategy::BestOfN {
+                    assert_eq!(action, Action::Reseed);
+                }
+            }
+        }
+        assert!(
+            job.iterations[0]
+                .candidates
+                .iter()
+                .all(|candidate| candidate.action == Action::Reseed as i32),
+            "{strategy:?}: the first iteration reseeds"
+        );
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn threshold_zero_is_satisfied_at_once() {
     let stack = TestStack::start(EXE.as_ref(), 1, 1).await.unwrap();
     let mut client = stack.client().await;
@@ -114,12 +181,18 @@ async fn killed_generator_replica_job_completes() {
     let victim_pid = victim.pid().unwrap();
     let victim_url = victim.url();
 
-    // Many steps keep generation in flight long enough to kill a replica mid-call.
+    // Many steps on a larger image keep both first calls in flight for a
+    // while, so the kill lands while the victim still draws its candidate.
     let mut job_spec = spec("two green triangles", 1.0, 4, 2);
-    job_spec.params.as_mut().unwrap().steps = Some(60);
+    let params = job_spec.params.as_mut().unwrap();
+    params.steps = Some(100);
+    params.width = 128;
+    params.height = 128;
     let killed = AtomicBool::new(false);
     let job = run_job(&mut client, job_spec, |event| {
-        if let Some(job_event::Event::Progress(_)) = event.event
+        if let Some(job_event::Event::Progress(progress)) = &event.event
+            && progress.iteration == 0
+            && progress.step < progress.total_steps / 2
             && !killed.swap(true, Ordering::SeqCst)
         {
             kill(Pid::from_raw(victim_pid as i32), Signal::SIGKILL).unwrap();
@@ -130,7 +203,7 @@ async fn killed_generator_replica_job_completes() {
 
     assert!(
         killed.load(Ordering::SeqCst),
-        "no progress event arrived, so nothing was killed"
+        "no progress event of the first half of iteration 0 arrived, so nothing was killed"
     );
     assert_eq!(job.status, JobStatus::Exhausted as i32, "{}", job.error);
     assert_eq!(job.iterations.len(), 4);
