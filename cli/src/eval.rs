@@ -474,19 +474,13 @@ async fn run_prompt(
     let actions = job
         .iterations
         .iter()
-        .map(|iteration| {
-            redraft_proto::Action::try_from(iteration.action)
-                .map(|action| {
-                    action
-                        .as_str_name()
-                        .trim_start_matches("ACTION_")
-                        .to_lowercase()
-                })
-                .unwrap_or_default()
-        })
+        .map(|iteration| crate::report::action_name(iteration.action))
         .collect();
 
-    let (correct, reason) = match best_image(&job) {
+    let best_png = crate::report::best_candidate(&job)
+        .and_then(|(_, candidate)| candidate.image.as_ref())
+        .map(|image| image.png.as_slice());
+    let (correct, reason) = match best_png {
         Some(png) => {
             let image = image::load_from_memory(png)
                 .map(|image| image.to_rgb8())
@@ -516,18 +510,6 @@ async fn run_prompt(
         seconds,
         actions,
     })
-}
-
-/// PNG bytes of the job's best candidate.
-fn best_image(job: &Job) -> Option<&[u8]> {
-    let best = job.best?;
-    let candidate = job
-        .iterations
-        .get(best.iteration as usize)?
-        .candidates
-        .iter()
-        .find(|candidate| candidate.index == best.candidate)?;
-    candidate.image.as_ref().map(|image| image.png.as_slice())
 }
 
 /// Keeps the first `count` prompts of each category, in file order.

@@ -168,7 +168,8 @@ pub fn report_json(job: &Job) -> Value {
     })
 }
 
-fn action_name(action: i32) -> String {
+/// Returns the report's name of an `Action` value, such as "reseed".
+pub fn action_name(action: i32) -> String {
     Action::try_from(action)
         .map(|action| {
             action

@@ -5,11 +5,19 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Mutex;
 
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
 use tokenizers::models::wordlevel::WordLevel;
-use tokenizers::normalizers::utils::Lowercase;
+use tokenizers::normalizers::replace::Replace;
+use tokenizers::normalizers::unicode::NFC;
+use tokenizers::normalizers::utils::{Lowercase, Sequence as NormalizerSequence};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreTokenizerSequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::whitespace::Whitespace;
+use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::{AddedToken, Model, SplitDelimiterBehavior, Tokenizer};
 
 /// Padding token; id 0 in the word-level vocabularies built here.
 pub const PAD_TOKEN: &str = "<|pad|>";
@@ -177,6 +185,80 @@ pub fn build_word_level(words: &[&str]) -> Tokenizer {
     tokenizer
 }
 
+/// CLIP's pre-tokenizer pattern: contractions, letter runs, single digits,
+/// and runs of other non-space characters.
+const CLIP_SPLIT_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+
+/// Builds CLIP's byte-level BPE tokenizer from the `vocab.json` and
+/// `merges.txt` that diffusers folders ship in `tokenizer/`: NFC, collapsed
+/// whitespace and lower case, CLIP's split pattern, byte-level BPE with the
+/// `</w>` end-of-word suffix, and `<|startoftext|>` ... `<|endoftext|>`
+/// around every text.
+///
+/// NOTE: this mirrors the `tokenizer.json` that Hugging Face saves for
+/// `openai/clip-vit-large-patch14`, but was only checked on small
+/// vocabularies, not against Hugging Face's output on the real one.
+pub fn build_clip_bpe(vocab: &Path, merges: &Path) -> Result<Tokenizer, TokenizerError> {
+    let load_error = |message: String| TokenizerError::Load {
+        path: vocab.display().to_string(),
+        message,
+    };
+    let vocab_str = vocab
+        .to_str()
+        .ok_or_else(|| load_error("the path is not UTF-8".into()))?;
+    let merges_str = merges
+        .to_str()
+        .ok_or_else(|| load_error("the merges path is not UTF-8".into()))?;
+    let model = BPE::from_file(vocab_str, merges_str)
+        .unk_token(EOS_TOKEN.to_string())
+        .end_of_word_suffix("</w>".to_string())
+        .build()
+        .map_err(|error| load_error(format!("with {}: {error}", merges.display())))?;
+    let bos_id = model
+        .token_to_id(BOS_TOKEN)
+        .ok_or_else(|| load_error(format!("no {BOS_TOKEN} token")))?;
+    let eos_id = model
+        .token_to_id(EOS_TOKEN)
+        .ok_or_else(|| load_error(format!("no {EOS_TOKEN} token")))?;
+
+    let whitespace = Replace::new(
+        tokenizers::normalizers::replace::ReplacePattern::Regex(r"\s+".to_string()),
+        " ",
+    )
+    .map_err(|error| load_error(error.to_string()))?;
+    let normalizer = NormalizerSequence::new(vec![NFC.into(), whitespace.into(), Lowercase.into()]);
+    let split = Split::new(
+        SplitPattern::Regex(CLIP_SPLIT_PATTERN.to_string()),
+        SplitDelimiterBehavior::Removed,
+        true,
+    )
+    .map_err(|error| load_error(error.to_string()))?;
+    let pre_tokenizer = PreTokenizerSequence::new(vec![
+        split.into(),
+        ByteLevel::new(false, true, false).into(),
+    ]);
+    let post_processor = RobertaProcessing::new(
+        (EOS_TOKEN.to_string(), eos_id),
+        (BOS_TOKEN.to_string(), bos_id),
+    )
+    .trim_offsets(false)
+    .add_prefix_space(false);
+
+    let mut tokenizer = Tokenizer::new(model);
+    tokenizer
+        .with_normalizer(Some(normalizer))
+        .map_err(|error| load_error(error.to_string()))?;
+    tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
+    tokenizer.with_post_processor(Some(post_processor));
+    tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
+    tokenizer
+        .add_special_tokens(
+            [BOS_TOKEN, EOS_TOKEN].map(|token| AddedToken::from(token.to_string(), true)),
+        )
+        .map_err(|error| load_error(error.to_string()))?;
+    Ok(tokenizer)
+}
+
 /// Encodes prompts into fixed-length id sequences for a CLIP text model.
 ///
 /// Sequences are truncated to `max_len` (keeping the end-of-text token last)
@@ -200,6 +282,30 @@ impl PromptTokenizer {
             path: display.clone(),
             message: error.to_string(),
         })?;
+        Self::new(tokenizer, display, max_len)
+    }
+
+    /// Loads `path` (a `tokenizer.json`) when it exists, else CLIP's BPE
+    /// tokenizer from the `vocab.json` and `merges.txt` beside it, as
+    /// diffusers folders ship them.
+    pub fn from_file_or_bpe(path: &Path, max_len: usize) -> Result<Self, TokenizerError> {
+        if path.is_file() {
+            return Self::from_file(path, max_len);
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
+        if !vocab.is_file() || !merges.is_file() {
+            return Err(TokenizerError::Load {
+                path: path.display().to_string(),
+                message: "not found, and vocab.json with merges.txt is not beside it either"
+                    .to_string(),
+            });
+        }
+        let tokenizer = build_clip_bpe(&vocab, &merges)?;
+        Self::new(tokenizer, vocab.display().to_string(), max_len)
+    }
+
+    fn new(tokenizer: Tokenizer, display: String, max_len: usize) -> Result<Self, TokenizerError> {
         let eos_id = tokenizer
             .token_to_id(EOS_TOKEN)
             .ok_or(TokenizerError::MissingToken {
@@ -269,6 +375,47 @@ mod tests {
             .save(&path, false)
             .unwrap();
         path
+    }
+
+    #[test]
+    fn clip_bpe_from_vocab_and_merges() {
+        let dir = tempfile::tempdir().unwrap();
+        let vocab = serde_json::json!({
+            "<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "r": 3, "e": 4,
+            "d</w>": 5, "re": 6, "red</w>": 7, "!</w>": 8, "2</w>": 9,
+        });
+        std::fs::write(dir.path().join("vocab.json"), vocab.to_string()).unwrap();
+        std::fs::write(
+            dir.path().join("merges.txt"),
+            "#version: 0.2\nr e\nre d</w>\n",
+        )
+        .unwrap();
+
+        // No tokenizer.json: the BPE files beside it are used.
+        let tokenizer =
+            PromptTokenizer::from_file_or_bpe(&dir.path().join("tokenizer.json"), 8).unwrap();
+        // Lower case, collapsed spaces, punctuation split off, merges applied,
+        // and padding with <|endoftext|> because the vocabulary has no pad token.
+        assert_eq!(
+            tokenizer.encode("A   Red!").unwrap(),
+            vec![0, 2, 7, 8, 1, 1, 1, 1]
+        );
+        // A digit is a word of its own.
+        assert_eq!(
+            tokenizer.encode("a 2").unwrap(),
+            vec![0, 2, 9, 1, 1, 1, 1, 1]
+        );
+    }
+
+    #[test]
+    fn clip_bpe_missing_files_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = PromptTokenizer::from_file_or_bpe(&dir.path().join("tokenizer.json"), 8)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("tokenizer.json"), "{error}");
+        assert!(error.contains("vocab.json with merges.txt"), "{error}");
     }
 
     #[test]

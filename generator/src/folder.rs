@@ -49,6 +49,24 @@ pub const SDXL_REQUIRED_FILES: [&str; 3] = [
     "tokenizer_2/tokenizer.json",
 ];
 
+/// True when `file` is a tokenizer's `tokenizer.json` that is absent but has
+/// `vocab.json` and `merges.txt` beside it, as diffusers folders ship CLIP's
+/// tokenizer; the text encoder builds the tokenizer from those.
+fn has_bpe_files(root: &Path, file: &str) -> bool {
+    let Some(dir) = file.strip_suffix("/tokenizer.json") else {
+        return false;
+    };
+    let dir = root.join(dir);
+    dir.join("vocab.json").is_file() && dir.join("merges.txt").is_file()
+}
+
+fn missing_message(file: &str) -> String {
+    match file.strip_suffix("/tokenizer.json") {
+        Some(dir) => format!("missing {file} (or {dir}/vocab.json with {dir}/merges.txt)"),
+        None => format!("missing {file}"),
+    }
+}
+
 /// The architecture family of a model folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModelFamily {
@@ -301,18 +319,19 @@ impl ModelFolder {
             ));
         }
         for file in REQUIRED_FILES {
-            if !root.join(file).is_file() {
-                return Err(GeneratorError::folder(root, format!("missing {file}")));
+            if !root.join(file).is_file() && !has_bpe_files(root, file) {
+                return Err(GeneratorError::folder(root, missing_message(file)));
             }
         }
         let folder = Self::parse_configs(root)?;
         if folder.family == ModelFamily::Sdxl {
             for file in SDXL_REQUIRED_FILES {
-                if !root.join(file).is_file() {
+                if !root.join(file).is_file() && !has_bpe_files(root, file) {
                     return Err(GeneratorError::folder(
                         root,
                         format!(
-                            "missing {file}, which an SDXL folder (unet/config.json addition_embed_type \"text_time\") needs"
+                            "{}, which an SDXL folder (unet/config.json addition_embed_type \"text_time\") needs",
+                            missing_message(file)
                         ),
                     ));
                 }

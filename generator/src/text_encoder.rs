@@ -148,8 +148,10 @@ fn load_branch(
     // NOTE: prompts are padded with `<|pad|>`, or `<|endoftext|>` where the
     // vocabulary has no pad token. The SD 2.x tokenizer and SDXL's tokenizer_2
     // pad with "!" in diffusers, so their padded positions differ from diffusers'.
-    let tokenizer =
-        PromptTokenizer::from_file(&folder.file(tokenizer_file), config.max_position_embeddings)?;
+    let tokenizer = PromptTokenizer::from_file_or_bpe(
+        &folder.file(tokenizer_file),
+        config.max_position_embeddings,
+    )?;
     let path = folder.file(weights_file);
     // SAFETY: the weights file is only read, and redraft never writes a model
     // folder while an actor has it loaded.
