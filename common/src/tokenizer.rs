@@ -259,6 +259,22 @@ pub fn build_clip_bpe(vocab: &Path, merges: &Path) -> Result<Tokenizer, Tokenize
     Ok(tokenizer)
 }
 
+/// The `pad_token` of a Hugging Face tokenizer folder: from
+/// `special_tokens_map.json`, else `tokenizer_config.json`, as a string or
+/// an object with `content`.
+fn configured_pad_token(dir: &Path) -> Option<String> {
+    ["special_tokens_map.json", "tokenizer_config.json"]
+        .iter()
+        .find_map(|file| {
+            let text = std::fs::read_to_string(dir.join(file)).ok()?;
+            let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+            let pad = value.get("pad_token")?;
+            pad.as_str()
+                .or_else(|| pad.get("content")?.as_str())
+                .map(str::to_string)
+        })
+}
+
 /// Encodes prompts into fixed-length id sequences for a CLIP text model.
 ///
 /// Sequences are truncated to `max_len` (keeping the end-of-text token last)
@@ -288,11 +304,26 @@ impl PromptTokenizer {
     /// Loads `path` (a `tokenizer.json`) when it exists, else CLIP's BPE
     /// tokenizer from the `vocab.json` and `merges.txt` beside it, as
     /// diffusers folders ship them.
+    ///
+    /// The pad token named by `special_tokens_map.json` or
+    /// `tokenizer_config.json` beside it, when the vocabulary has it,
+    /// replaces the default pad token: SD 2.x and SDXL's second tokenizer
+    /// pad with "!".
     pub fn from_file_or_bpe(path: &Path, max_len: usize) -> Result<Self, TokenizerError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut tokenizer = Self::load_file_or_bpe(path, dir, max_len)?;
+        if let Some(pad) = configured_pad_token(dir)
+            && let Some(id) = tokenizer.tokenizer.token_to_id(&pad)
+        {
+            tokenizer.pad_id = id;
+        }
+        Ok(tokenizer)
+    }
+
+    fn load_file_or_bpe(path: &Path, dir: &Path, max_len: usize) -> Result<Self, TokenizerError> {
         if path.is_file() {
             return Self::from_file(path, max_len);
         }
-        let dir = path.parent().unwrap_or(Path::new("."));
         let (vocab, merges) = (dir.join("vocab.json"), dir.join("merges.txt"));
         if !vocab.is_file() || !merges.is_file() {
             return Err(TokenizerError::Load {
@@ -405,6 +436,16 @@ mod tests {
             tokenizer.encode("a 2").unwrap(),
             vec![0, 2, 9, 1, 1, 1, 1, 1]
         );
+
+        // A configured pad token replaces <|endoftext|> as padding.
+        std::fs::write(
+            dir.path().join("special_tokens_map.json"),
+            r#"{"pad_token": {"content": "!</w>", "lstrip": false}}"#,
+        )
+        .unwrap();
+        let tokenizer =
+            PromptTokenizer::from_file_or_bpe(&dir.path().join("tokenizer.json"), 6).unwrap();
+        assert_eq!(tokenizer.encode("a").unwrap(), vec![0, 2, 1, 8, 8, 8]);
     }
 
     #[test]

@@ -145,9 +145,8 @@ fn load_branch(
     device: &Device,
     dtype: DType,
 ) -> Result<Branch, GeneratorError> {
-    // NOTE: prompts are padded with `<|pad|>`, or `<|endoftext|>` where the
-    // vocabulary has no pad token. The SD 2.x tokenizer and SDXL's tokenizer_2
-    // pad with "!" in diffusers, so their padded positions differ from diffusers'.
+    // Prompts are padded with the folder's configured pad token ("!" for the
+    // SD 2.x tokenizer and SDXL's tokenizer_2), else `<|pad|>`, else `<|endoftext|>`.
     let tokenizer = PromptTokenizer::from_file_or_bpe(
         &folder.file(tokenizer_file),
         config.max_position_embeddings,
