@@ -427,13 +427,19 @@ async fn evaluate(
                 .await;
         let results = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
         let summary = RunSummary::new(run.strategy, run.budget, results);
-        progress.println(format!(
+        let line = format!(
             "{} budget {}: accuracy {:.3} over {} prompts",
             run.strategy.name(),
             run.budget,
             summary.overall,
             summary.results.len()
-        ));
+        );
+        // A hidden bar (stderr is not a terminal) drops `println`, so print directly.
+        if progress.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            progress.println(line);
+        }
         summaries.push(summary);
     }
     progress.finish_and_clear();

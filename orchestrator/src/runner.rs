@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redraft_proto::{
-    Candidate, CandidateDone, CandidateProgress, CandidateRef, CandidateTimings, CritiqueRequest,
-    GenerateRequest, GenerateTimingsSummary, GenerationParams, Image, Iteration, IterationStarted,
-    Job, JobStatus, JobTotals, job_event,
+    Candidate, CandidateDone, CandidateProgress, CandidateRef, CandidateTimings, CheckKind,
+    CritiqueRequest, GenerateRequest, GenerateTimingsSummary, GenerationParams, Image, Iteration,
+    IterationStarted, Job, JobStatus, JobTotals, job_event,
 };
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
@@ -239,7 +239,9 @@ impl Runner {
                 best_score = job.best_score,
                 "iteration finished"
             );
-            if job.best.is_some() && job.best_score >= threshold {
+            // Threshold 0 accepts any judged candidate, failed checks or not.
+            let clean = best_candidate(&job).is_some_and(passes_every_check);
+            if job.best.is_some() && job.best_score >= threshold && (clean || threshold <= 0.0) {
                 return Ending::Satisfied;
             }
         }
@@ -406,7 +408,15 @@ impl CandidateContext {
         self.store.update(&self.job_id, |job| {
             let iteration = job.iterations.get_mut(self.iteration as usize)?;
             iteration.candidates.push(candidate.clone());
-            if job.best.is_none() || score > job.best_score {
+            let rank = (passes_every_check(&candidate), score);
+            let best_rank = best_candidate(job).map(|best| {
+                let score = best
+                    .critique
+                    .as_ref()
+                    .map_or(0.0, |critique| critique.score);
+                (passes_every_check(best), score)
+            });
+            if best_rank.is_none_or(|best_rank| rank > best_rank) {
                 job.best = Some(CandidateRef {
                     iteration: self.iteration,
                     candidate: self.index,
@@ -430,6 +440,30 @@ impl CandidateContext {
             None
         });
     }
+}
+
+/// True when a candidate's critique failed no check: neither an image
+/// quality check nor a check of a prompt part. A job is satisfied only by
+/// such a candidate, and such candidates rank above any that failed a check,
+/// because the score alone averages a failed count or relation away.
+fn passes_every_check(candidate: &Candidate) -> bool {
+    candidate.critique.as_ref().is_some_and(|critique| {
+        critique.hard_checks_passed
+            && critique
+                .checks
+                .iter()
+                .all(|check| check.passed || check.kind == CheckKind::Alignment as i32)
+    })
+}
+
+/// The job's best candidate.
+fn best_candidate(job: &Job) -> Option<&Candidate> {
+    let best = job.best?;
+    job.iterations
+        .get(best.iteration as usize)?
+        .candidates
+        .iter()
+        .find(|candidate| candidate.index == best.candidate)
 }
 
 /// The image a plan refines, or `None` for text-to-image.
@@ -477,5 +511,55 @@ pub fn new_job(spec: redraft_proto::JobSpec) -> Job {
         started_at: 0.0,
         finished_at: 0.0,
         base_seed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redraft_proto::{Check, Critique};
+
+    fn candidate(hard_checks_passed: bool, checks: Vec<(CheckKind, bool)>) -> Candidate {
+        Candidate {
+            critique: Some(Critique {
+                hard_checks_passed,
+                checks: checks
+                    .into_iter()
+                    .map(|(kind, passed)| Check {
+                        kind: kind as i32,
+                        passed,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_check_but_alignment_counts() {
+        let all_pass = candidate(
+            true,
+            vec![(CheckKind::Presence, true), (CheckKind::Relation, true)],
+        );
+        assert!(passes_every_check(&all_pass));
+
+        let weak_alignment = candidate(
+            true,
+            vec![(CheckKind::Alignment, false), (CheckKind::Count, true)],
+        );
+        assert!(passes_every_check(&weak_alignment));
+
+        let wrong_relation = candidate(
+            true,
+            vec![(CheckKind::Presence, true), (CheckKind::Relation, false)],
+        );
+        assert!(!passes_every_check(&wrong_relation));
+
+        let broken = candidate(false, vec![(CheckKind::Quality, false)]);
+        assert!(!passes_every_check(&broken));
+
+        assert!(!passes_every_check(&Candidate::default()));
     }
 }

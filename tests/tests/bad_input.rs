@@ -117,6 +117,24 @@ async fn bad_jobs_rejected_with_field() {
             "-1",
             "above 0",
         ),
+        (
+            with_policy(|policy| policy.max_generator_calls = Some(0)),
+            "spec.policy.max_generator_calls",
+            "0",
+            "from 1 to 256",
+        ),
+        (
+            with_policy(|policy| policy.max_generator_calls = Some(257)),
+            "spec.policy.max_generator_calls",
+            "257",
+            "from 1 to 256",
+        ),
+        (
+            with_policy(|policy| policy.strategy = 9),
+            "spec.policy.strategy",
+            "9",
+            "BEST_OF_N, REPROMPT, REFINE or ADAPTIVE",
+        ),
     ];
     for (spec, field, value, limit) in cases {
         let status = client
