@@ -111,14 +111,16 @@ async fn job_survives_critic_scaling() {
     let info_client = client.clone();
     let mut job_client = client.clone();
 
-    // Waits until the orchestrator reports `count` healthy critics.
+    // Waits until the orchestrator reports `count` healthy critics and its
+    // generator healthy, so no job starts before its replicas can serve it.
     let healthy_critics = |count: usize| {
         let mut info_client = info_client.clone();
         async move {
             for _ in 0..200 {
                 let info = info_client.info(InfoRequest {}).await.unwrap().into_inner();
                 let healthy = info.critics.iter().filter(|critic| critic.healthy).count();
-                if info.critics.len() == count && healthy == count {
+                let generators_healthy = info.generators.iter().all(|generator| generator.healthy);
+                if info.critics.len() == count && healthy == count && generators_healthy {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
