@@ -73,7 +73,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = redraft_orchestrator::spec::DEFAULT_CANDIDATES)]
     pub candidates: u32,
 
-    /// How the loop spends its budget.
+    /// Strategy the loop spends its budget with.
     #[arg(long, value_enum, default_value_t = StrategyArg::Adaptive)]
     pub strategy: StrategyArg,
 

@@ -56,7 +56,7 @@ pub enum StrategyArg {
 }
 
 impl StrategyArg {
-    /// The contract's value.
+    /// Converts to the contract's value.
     pub fn to_proto(self) -> redraft_proto::Strategy {
         match self {
             Self::BestOfN => redraft_proto::Strategy::BestOfN,

@@ -456,7 +456,7 @@ fn passes_every_check(candidate: &Candidate) -> bool {
     })
 }
 
-/// The job's best candidate.
+/// Returns the job's best candidate.
 fn best_candidate(job: &Job) -> Option<&Candidate> {
     let best = job.best?;
     job.iterations
@@ -466,7 +466,7 @@ fn best_candidate(job: &Job) -> Option<&Candidate> {
         .find(|candidate| candidate.index == best.candidate)
 }
 
-/// The image a plan refines, or `None` for text-to-image.
+/// Returns the image a plan refines, or `None` for text-to-image.
 fn init_image(job: &Job, plan: &CandidatePlan) -> Result<Option<Image>, OrchestratorError> {
     let Some(init) = &plan.init else {
         return Ok(None);

@@ -140,7 +140,8 @@ async fn every_strategy_obeys_budget() {
                 if action == Action::Refine {
                     let from = candidate.init_from.unwrap();
                     assert!(from.iteration < iteration.index, "{strategy:?}");
-                    assert!(candidate.strength > 0.0 && candidate.strength <= 1.0);
+                    assert!(candidate.strength > 0.0, "{strategy:?}");
+                    assert!(candidate.strength <= 1.0, "{strategy:?}");
                 } else {
                     assert!(candidate.init_from.is_none(), "{strategy:?}");
                     assert_eq!(candidate.strength, 0.0);

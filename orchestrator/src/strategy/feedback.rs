@@ -20,9 +20,9 @@ pub struct Finding {
     pub kind: CheckKind,
     /// The part of the prompt checked, for example "two red circles".
     pub subject: String,
-    /// What the prompt asks for, for example "two".
+    /// Value the prompt requests, for example "two".
     pub expected: String,
-    /// What the image seems to show, for example "three".
+    /// Value the image seems to show, for example "three".
     pub observed: String,
     /// The caption of what the image seems to show, when the critic scored one,
     /// for example "three red circles".
@@ -31,7 +31,7 @@ pub struct Finding {
     pub score: f32,
 }
 
-/// What a critique says is wrong.
+/// Failed checks of a critique.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Findings {
     /// Failed checks of prompt parts, worst (lowest score) first.
@@ -83,7 +83,7 @@ impl Findings {
         }
     }
 
-    /// A short description of the worst failures, for iteration reasons.
+    /// Describes the worst failures briefly, for iteration reasons.
     pub fn describe(&self) -> String {
         let parts: Vec<String> = self
             .failed
