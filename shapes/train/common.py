@@ -55,6 +55,7 @@ class Dataset:
     categories: list[str]
     partial: list[list[str]]
     negatives: list[list[str]]
+    negative_kinds: list[list[str]]  # NegativeKind names, parallel to `negatives`
     root: pathlib.Path
 
     @property
@@ -74,8 +75,15 @@ def load_dataset(root: pathlib.Path) -> Dataset:
         categories=[record["category"] for record in records],
         partial=[record["partial"] for record in records],
         negatives=[[negative["text"] for negative in record["negatives"]] for record in records],
+        negative_kinds=[[negative["kind"] for negative in record["negatives"]] for record in records],
         root=root,
     )
+
+
+def held_out_count(size: int, wanted: int) -> int:
+    """Images kept out of training for evaluation: `wanted`, or a fifth of a
+    small dataset."""
+    return max(1, min(wanted, size // 5))
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -180,3 +188,6 @@ class Progress:
         )
         self.window_start = time.time()
         self.window_losses = []
+
+    def close(self) -> None:
+        self.log.close()

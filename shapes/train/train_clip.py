@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel
 
-from common import Checkpointer, Progress, PromptTokenizer, clip_normalise, corrupt, load_dataset, seed_everything, set_threads
+from common import Checkpointer, Progress, PromptTokenizer, clip_normalise, corrupt, held_out_count, load_dataset, seed_everything, set_threads
 
 MAX_TOKENS = 32
 NEGATIVES_PER_IMAGE = 2
@@ -61,12 +61,22 @@ def embed_images(model: CLIPModel, images: torch.Tensor) -> torch.Tensor:
     return F.normalize(features(model.get_image_features(pixel_values=images)), dim=-1)
 
 
-def pick_negatives(negatives: list[str], generator: torch.Generator) -> list[str]:
-    """NEGATIVES_PER_IMAGE negatives, repeating when there are fewer."""
-    picked = []
-    for index in range(NEGATIVES_PER_IMAGE):
-        order = torch.randperm(len(negatives), generator=generator).tolist()
-        picked.append(negatives[order[index % len(negatives)]])
+# The one negative kind every image that has it trains on at each step: a
+# relation is a single word of the caption, and with it drawn at random
+# alongside the other kinds the first model scored relations at chance.
+ALWAYS_KIND = "opposite_relation"
+
+
+def pick_negatives(negatives: list[str], kinds: list[str], generator: torch.Generator) -> list[str]:
+    """NEGATIVES_PER_IMAGE negatives: the opposite relation when there is
+    one, the rest at random, repeating when there are fewer."""
+    picked = [text for text, kind in zip(negatives, kinds) if kind == ALWAYS_KIND][:NEGATIVES_PER_IMAGE]
+    rest = [text for text, kind in zip(negatives, kinds) if kind != ALWAYS_KIND] or negatives
+    order = torch.randperm(len(rest), generator=generator).tolist()
+    index = 0
+    while len(picked) < NEGATIVES_PER_IMAGE:
+        picked.append(rest[order[index % len(rest)]])
+        index += 1
     return picked
 
 
@@ -82,7 +92,7 @@ def batch_loss(model, tokenizer, data, indices, generator, hard_weight):
     for i in indices:
         options = data.partial[i]
         partials.append(options[torch.randint(len(options), (1,), generator=generator).item()] if options else data.prompts[i])
-    negatives = [text for i in indices for text in pick_negatives(data.negatives[i], generator)]
+    negatives = [text for i in indices for text in pick_negatives(data.negatives[i], data.negative_kinds[i], generator)]
 
     image_embeddings = embed_images(model, pixels)
     text_embeddings = embed_texts(model, tokenizer, prompts + partials + negatives)
@@ -110,10 +120,13 @@ def batch_loss(model, tokenizer, data, indices, generator, hard_weight):
 
 @torch.no_grad()
 def evaluate(model, tokenizer, data, indices) -> dict:
-    """Share of (image, negative) pairs where the prompt scores higher, and
-    the cosine distributions used to calibrate the critic."""
+    """Share of (image, negative) pairs where the prompt scores higher, in
+    all and per negative kind, and the cosine distributions used to
+    calibrate the critic."""
     model.eval()
     positives, negatives, wins, pairs = [], [], 0, 0
+    kind_wins: dict[str, int] = {}
+    kind_pairs: dict[str, int] = {}
     for start in range(0, len(indices), 256):
         chunk = indices[start : start + 256]
         image_embeddings = embed_images(model, clip_normalise(data.images[chunk]))
@@ -126,8 +139,17 @@ def evaluate(model, tokenizer, data, indices) -> dict:
             negatives.extend(negative.tolist())
             wins += int((negative < positive[row]).sum())
             pairs += len(texts)
+            for kind, value in zip(data.negative_kinds[i], negative.tolist()):
+                kind_wins[kind] = kind_wins.get(kind, 0) + int(value < positive[row])
+                kind_pairs[kind] = kind_pairs.get(kind, 0) + 1
     model.train()
-    return {"hard_negative_accuracy": wins / max(pairs, 1), "positive_cosines": positives, "negative_cosines": negatives}
+    per_kind = {kind: kind_wins[kind] / kind_pairs[kind] for kind in sorted(kind_pairs)}
+    return {
+        "hard_negative_accuracy": wins / max(pairs, 1),
+        "per_kind": per_kind,
+        "positive_cosines": positives,
+        "negative_cosines": negatives,
+    }
 
 
 def calibration(result: dict) -> dict:
@@ -168,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     model = build_model(tokenizer, args.width, args.layers, args.heads, image_size, args.patch)
     print(f"CLIP with {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
 
-    held_out = list(range(data.size - 1024, data.size))
+    held_out = list(range(data.size - held_out_count(data.size, 1024), data.size))
     train_size = data.size - len(held_out)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.98))
     warmup = max(args.steps // 20, 1)
@@ -195,13 +217,15 @@ def main(argv: list[str] | None = None) -> None:
         if step % args.save_every == 0 or step == args.steps:
             checkpointer.save(step, {"model": model, "optimizer": optimizer, "schedule": schedule})
             result = evaluate(model, tokenizer, data, held_out)
-            print(f"step {step}: held-out hard-negative accuracy {result['hard_negative_accuracy']:.3f}", flush=True)
+            kinds = ", ".join(f"{kind} {value:.3f}" for kind, value in result["per_kind"].items())
+            print(f"step {step}: held-out hard-negative accuracy {result['hard_negative_accuracy']:.3f} ({kinds})", flush=True)
 
+    progress.close()
     result = evaluate(model, tokenizer, data, held_out)
     export = args.run / "export"
     model.save_pretrained(export, safe_serialization=True)
     (export / "redraft_critic.json").write_text(json.dumps(calibration(result), indent=2) + "\n")
-    summary = {"steps": step, "hard_negative_accuracy": result["hard_negative_accuracy"]}
+    summary = {"steps": step, "hard_negative_accuracy": result["hard_negative_accuracy"], "per_kind": result["per_kind"]}
     (args.run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"exported {export}: {summary}", flush=True)
 

@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         if step % args.save_every == 0 or step == args.steps:
             checkpointer.save(step, modules)
 
+    progress.close()
     export = args.run / "export"
     ema.save_pretrained(export, safe_serialization=True)
     (args.run / "summary.json").write_text(json.dumps({"steps": step}, indent=2) + "\n")

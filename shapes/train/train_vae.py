@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from common import Checkpointer, Progress, load_dataset, seed_everything, set_threads, to_unit_range
+from common import Checkpointer, Progress, held_out_count, load_dataset, seed_everything, set_threads, to_unit_range
 
 
 def build_model(channels: list[int], image_size: int) -> AutoencoderKL:
@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     model = build_model(channels, data.images.shape[-1])
     print(f"VAE with {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
 
-    held_out = data.images[-512:]
-    train_size = data.size - 512
+    held_out_size = held_out_count(data.size, 512)
+    held_out = data.images[-held_out_size:]
+    train_size = data.size - held_out_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     warmup = max(args.steps // 50, 1)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
             checkpointer.save(step, {"model": model, "optimizer": optimizer, "schedule": schedule})
             print(f"step {step}: held-out {evaluate(model, held_out)}", flush=True)
 
+    progress.close()
     result = evaluate(model, held_out)
     # Latents are scaled to unit variance, as Stable Diffusion's scaling_factor does.
     model.register_to_config(scaling_factor=1.0 / result["latent_std"])
