@@ -1,7 +1,8 @@
 //! `redraft shapes eval`: how good the default models are, measured by the
 //! shapes oracle. The generator's single-shot accuracy per category, and the
 //! critic's agreement with the oracle on rendered images paired with their
-//! own prompt and with a prompt that changes one count, colour or relation.
+//! own prompt and with a prompt that changes one count, colour or relation,
+//! and on the generated images with their own prompt.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use candle_core::{DType, Device};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use redraft_critic::judge::Judge;
+use redraft_critic::judge::{Judge, accepts};
 use redraft_critic::{Calibration, ClipScorer};
 use redraft_generator::folder::ModelFolder;
 use redraft_generator::pipeline::{GenerationInput, Pipeline};
@@ -46,8 +47,11 @@ pub struct ShapesEvalArgs {
     #[arg(long)]
     pub guidance: Option<f64>,
 
-    /// Critic score at or above which the critic calls an image correct.
-    #[arg(long, default_value_t = 0.5)]
+    /// Job threshold of the critic's verdict: the critic calls an image
+    /// correct when a job with this threshold would end satisfied with it
+    /// (score at or above it, and no failed check other than alignment).
+    /// The default is the orchestrator's default threshold.
+    #[arg(long, default_value_t = redraft_orchestrator::spec::DEFAULT_THRESHOLD)]
     pub critic_threshold: f32,
 
     /// Also write the results as JSON to this file.
@@ -108,6 +112,8 @@ pub fn run(args: ShapesEvalArgs) -> anyhow::Result<()> {
     let mut generator: BTreeMap<&str, Tally> = BTreeMap::new();
     let mut critic_own: BTreeMap<&str, Tally> = BTreeMap::new();
     let mut critic_changed: BTreeMap<&str, Tally> = BTreeMap::new();
+    let mut critic_generated: BTreeMap<&str, Tally> = BTreeMap::new();
+    let (mut false_accepts, mut false_rejects) = (0usize, 0usize);
     let mut generate_seconds = 0.0;
     let mut critique_seconds = 0.0;
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
@@ -131,6 +137,15 @@ pub fn run(args: ShapesEvalArgs) -> anyhow::Result<()> {
         generate_seconds += started.elapsed().as_secs_f64();
         let verdict = redraft_shapes::judge(&image, prompt)?;
         generator.entry(name).or_default().add(verdict.correct);
+        let started = Instant::now();
+        let accepted = accepts(&judge.critique(prompt, &image)?, args.critic_threshold);
+        critique_seconds += started.elapsed().as_secs_f64();
+        critic_generated
+            .entry(name)
+            .or_default()
+            .add(accepted == verdict.correct);
+        false_accepts += usize::from(accepted && !verdict.correct);
+        false_rejects += usize::from(!accepted && verdict.correct);
 
         // The critic on a render of the prompt, paired with the prompt and with a changed prompt.
         let spec = redraft_shapes::parse_prompt(prompt)?;
@@ -140,7 +155,7 @@ pub fn run(args: ShapesEvalArgs) -> anyhow::Result<()> {
         critic_own
             .entry(name)
             .or_default()
-            .add(own.score >= args.critic_threshold);
+            .add(accepts(&own, args.critic_threshold));
         let changed = redraft_shapes::hard_negatives(&spec, &mut rng)
             .into_iter()
             .find(|(_, kind)| *kind != NegativeKind::OtherShape)
@@ -151,7 +166,7 @@ pub fn run(args: ShapesEvalArgs) -> anyhow::Result<()> {
             critic_changed
                 .entry(name)
                 .or_default()
-                .add((critique.score >= args.critic_threshold) == oracle.correct);
+                .add(accepts(&critique, args.critic_threshold) == oracle.correct);
         }
         critique_seconds += started.elapsed().as_secs_f64();
 
@@ -163,8 +178,8 @@ pub fn run(args: ShapesEvalArgs) -> anyhow::Result<()> {
 
     // Report.
     println!(
-        "{:<14} {:>10} {:>14} {:>18}",
-        "category", "generator", "critic (own)", "critic (changed)"
+        "{:<14} {:>10} {:>14} {:>18} {:>20}",
+        "category", "generator", "critic (own)", "critic (changed)", "critic (generated)"
     );
     let mut rows = Vec::new();
     for category in Category::ALL {
@@ -173,43 +188,56 @@ pub fn run(args: ShapesEvalArgs) -> anyhow::Result<()> {
             generator.get(name).copied().unwrap_or_default(),
             critic_own.get(name).copied().unwrap_or_default(),
             critic_changed.get(name).copied().unwrap_or_default(),
+            critic_generated.get(name).copied().unwrap_or_default(),
         );
         println!(
-            "{name:<14} {:>10.3} {:>14.3} {:>18.3}",
+            "{name:<14} {:>10.3} {:>14.3} {:>18.3} {:>20.3}",
             row.0.rate(),
             row.1.rate(),
-            row.2.rate()
+            row.2.rate(),
+            row.3.rate()
         );
         rows.push(json!({
             "category": name,
             "generator_accuracy": row.0.rate(),
             "critic_agreement_own_prompt": row.1.rate(),
             "critic_agreement_changed_prompt": row.2.rate(),
+            "critic_agreement_generated": row.3.rate(),
             "prompts": row.0.total,
         }));
     }
-    let (generator_all, own_all, changed_all) =
-        (sum(&generator), sum(&critic_own), sum(&critic_changed));
+    let (generator_all, own_all, changed_all, generated_all) = (
+        sum(&generator),
+        sum(&critic_own),
+        sum(&critic_changed),
+        sum(&critic_generated),
+    );
     let critic_all = Tally {
         correct: own_all.correct + changed_all.correct,
         total: own_all.total + changed_all.total,
     };
     println!(
-        "{:<14} {:>10.3} {:>14.3} {:>18.3}",
+        "{:<14} {:>10.3} {:>14.3} {:>18.3} {:>20.3}",
         "overall",
         generator_all.rate(),
         own_all.rate(),
-        changed_all.rate()
+        changed_all.rate(),
+        generated_all.rate()
     );
     println!(
-        "critic agreement with the oracle overall: {:.3}",
+        "critic agreement with the oracle on rendered images: {:.3}",
         critic_all.rate()
+    );
+    println!(
+        "critic agreement on generated images: {:.3} ({false_accepts} wrong images accepted, {false_rejects} right images rejected, of {})",
+        generated_all.rate(),
+        generated_all.total
     );
     let images = prompts.len() as f64;
     println!(
         "{:.3} s per generated image ({steps} steps, guidance {guidance}), {:.3} s per critique",
         generate_seconds / images,
-        critique_seconds / (own_all.total + changed_all.total).max(1) as f64
+        critique_seconds / (own_all.total + changed_all.total + generated_all.total).max(1) as f64
     );
 
     if let Some(path) = &args.json {
@@ -224,6 +252,9 @@ pub fn run(args: ShapesEvalArgs) -> anyhow::Result<()> {
             "categories": rows,
             "generator_accuracy": generator_all.rate(),
             "critic_agreement": critic_all.rate(),
+            "critic_agreement_generated": generated_all.rate(),
+            "critic_false_accepts_generated": false_accepts,
+            "critic_false_rejects_generated": false_rejects,
             "seconds_per_image": generate_seconds / images,
         });
         std::fs::write(path, serde_json::to_string_pretty(&document)? + "\n")

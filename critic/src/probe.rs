@@ -326,17 +326,15 @@ fn scene_phrase(spec: &PromptSpec, index: usize, replacement: String) -> String 
 }
 
 /// Returns the relations a relation probe compares `relation` against.
-/// "next to" is compared with the vertical relations only, because an object
-/// next to another is also left or right of it, and "on top of" with the
-/// relations other than "above".
+/// A direction is compared with its opposite only: a scene where A is left
+/// of B says nothing about whether A is also above B, so "above" may be just
+/// as true of it. "next to" is compared with the vertical relations, because
+/// an object next to another is also left or right of it, and "on top of"
+/// with the relations other than "above".
 fn relation_variants(relation: Relation) -> Vec<Relation> {
     match relation {
-        Relation::LeftOf | Relation::RightOf | Relation::Above | Relation::Below => vec![
-            Relation::LeftOf,
-            Relation::RightOf,
-            Relation::Above,
-            Relation::Below,
-        ],
+        Relation::LeftOf | Relation::RightOf => vec![Relation::LeftOf, Relation::RightOf],
+        Relation::Above | Relation::Below => vec![Relation::Above, Relation::Below],
         Relation::NextTo => vec![Relation::Above, Relation::Below],
         Relation::OnTopOf => vec![Relation::Below, Relation::LeftOf, Relation::RightOf],
     }
@@ -558,8 +556,6 @@ mod tests {
             [
                 "a red circle left of a blue square",
                 "a red circle right of a blue square",
-                "a red circle above a blue square",
-                "a red circle below a blue square",
             ]
         );
         // The presence probes leave out the nouns of the prompt.

@@ -93,7 +93,7 @@ class ShortTrainingRun(unittest.TestCase):
         self.assertEqual(summary["steps"], STEPS)
         self.assertEqual(
             set(summary["per_kind"]),
-            {"wrong_count", "swapped_colors", "other_color", "opposite_relation", "other_shape"},
+            {"wrong_count", "swapped_colors", "other_color", "opposite_relation", "other_shape", "relation_probe"},
         )
 
     def test_interrupted_run_resumes_from_its_checkpoint(self):

@@ -80,23 +80,79 @@ def pick_negatives(negatives: list[str], kinds: list[str], generator: torch.Gene
     return picked
 
 
-def batch_loss(model, tokenizer, data, indices, generator, hard_weight):
-    prompts = [data.prompts[i] for i in indices]
+# Words a mirror image swaps, per axis. A horizontal mirror keeps every
+# shape of the world (the triangle is symmetric about its vertical axis); a
+# vertical one would turn triangles upside down, so scenes with a triangle
+# are only mirrored horizontally.
+MIRROR_WORDS = {"horizontal": {"left": "right", "right": "left"}, "vertical": {"above": "below", "below": "above"}}
+# Share of each batch spent on relation scenes next to their mirror images.
+MIRROR_SHARE = 0.125
+
+
+def mirror_text(text: str, axis: str) -> str:
+    swap = MIRROR_WORDS[axis]
+    return " ".join(swap.get(word, word) for word in text.split(" "))
+
+
+def mirror_axis(prompt: str) -> str | None:
+    """The axis a scene of `prompt` can be mirrored along so that its
+    relation flips, or None when it has no relation or only a vertical one
+    between shapes that include a triangle."""
+    words = set(prompt.split(" "))
+    if words & {"left", "right"}:
+        return "horizontal"
+    if words & {"above", "below"} and "triangle" not in prompt:
+        return "vertical"
+    return None
+
+
+def mirror_image(image: torch.Tensor, axis: str) -> torch.Tensor:
+    return torch.flip(image, dims=[-1] if axis == "horizontal" else [-2])
+
+
+def sample_batch(data, train_size: int, mirrorable: list[int], batch: int, generator: torch.Generator) -> list[tuple[int, str | None]]:
+    """Batch items as (image index, mirror axis or None). Most are drawn at
+    random; a share are relation scenes each followed by its mirror image,
+    which differs from it only in the relation, so the contrastive loss can
+    only tell the pair apart by reading the relation in both towers (CLIP
+    models otherwise learn the words and ignore their order)."""
+    pairs = int(batch * MIRROR_SHARE) if mirrorable else 0
+    items: list[tuple[int, str | None]] = [(i, None) for i in torch.randint(train_size, (batch - 2 * pairs,), generator=generator).tolist()]
+    for pick in torch.randint(len(mirrorable), (pairs,), generator=generator).tolist() if pairs else []:
+        index = mirrorable[pick]
+        items += [(index, None), (index, mirror_axis(data.prompts[index]))]
+    return items
+
+
+def batch_loss(model, tokenizer, data, items, generator, hard_weight):
+    indices = [index for index, _ in items]
+    axes = [axis for _, axis in items]
+
+    def text(value: str, axis: str | None) -> str:
+        return value if axis is None else mirror_text(value, axis)
+
+    prompts = [text(data.prompts[i], axis) for i, axis in items]
     images = data.images[indices].float()
+    for row, axis in enumerate(axes):
+        if axis is not None:
+            images[row] = mirror_image(images[row], axis)
     noisy = torch.rand(len(indices), generator=generator) < 0.5
     images[noisy] = corrupt(images[noisy], generator)
     pixels = clip_normalise(images.round().clamp(0, 255).to(torch.uint8))
 
     # Partial captions are true of the image too; one per image where any exist.
     partials = []
-    for i in indices:
+    for i, axis in items:
         options = data.partial[i]
-        partials.append(options[torch.randint(len(options), (1,), generator=generator).item()] if options else data.prompts[i])
-    negatives = [text for i in indices for text in pick_negatives(data.negatives[i], data.negative_kinds[i], generator)]
+        partial = options[torch.randint(len(options), (1,), generator=generator).item()] if options else data.prompts[i]
+        partials.append(text(partial, axis))
+    negatives = [
+        text(negative, axis) for i, axis in items for negative in pick_negatives(data.negatives[i], data.negative_kinds[i], generator)
+    ]
 
     image_embeddings = embed_images(model, pixels)
     text_embeddings = embed_texts(model, tokenizer, prompts + partials + negatives)
-    batch = len(indices)
+    batch = len(items)
     prompt_embeddings = text_embeddings[:batch]
     partial_embeddings = text_embeddings[batch : 2 * batch]
     negative_embeddings = text_embeddings[2 * batch :].view(batch, NEGATIVES_PER_IMAGE, -1)
@@ -142,6 +198,15 @@ def evaluate(model, tokenizer, data, indices) -> dict:
             for kind, value in zip(data.negative_kinds[i], negative.tolist()):
                 kind_wins[kind] = kind_wins.get(kind, 0) + int(value < positive[row])
                 kind_pairs[kind] = kind_pairs.get(kind, 0) + 1
+            # The critic's relation probe compares canonical captions that
+            # differ only in the relation; the prompt's own style can hide
+            # that, so it is measured on its own.
+            for text, kind in zip(texts, data.negative_kinds[i]):
+                if kind == "opposite_relation":
+                    own = mirror_text(mirror_text(text, "horizontal"), "vertical")
+                    pair = embed_texts(model, tokenizer, [own, text]) @ image_embeddings[row]
+                    kind_wins["relation_probe"] = kind_wins.get("relation_probe", 0) + int(pair[0] > pair[1])
+                    kind_pairs["relation_probe"] = kind_pairs.get("relation_probe", 0) + 1
     model.train()
     per_kind = {kind: kind_wins[kind] / kind_pairs[kind] for kind in sorted(kind_pairs)}
     return {
@@ -192,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
 
     held_out = list(range(data.size - held_out_count(data.size, 1024), data.size))
     train_size = data.size - len(held_out)
+    mirrorable = [index for index in range(train_size) if mirror_axis(data.prompts[index]) is not None]
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.98))
     warmup = max(args.steps // 20, 1)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -205,8 +271,8 @@ def main(argv: list[str] | None = None) -> None:
 
     model.train()
     while step < args.steps:
-        indices = torch.randint(train_size, (args.batch,), generator=generator).tolist()
-        loss = batch_loss(model, tokenizer, data, indices, generator, args.hard_weight)
+        items = sample_batch(data, train_size, mirrorable, args.batch, generator)
+        loss = batch_loss(model, tokenizer, data, items, generator, args.hard_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
