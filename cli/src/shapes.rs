@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
 use redraft_critic::probe::{ProbePlan, lead, variant_probabilities};
-use redraft_critic::score::{CALIBRATION_FILE, ProbeWords, kind_name};
+use redraft_critic::score::{CALIBRATION_FILE, PROBE_KINDS, ProbeWords, kind_name};
 use redraft_critic::{Calibration, ClipScorer};
 use redraft_proto::CheckKind;
 use redraft_shapes::NegativeKind;
@@ -187,13 +187,6 @@ const MIN_USEFUL_ACCURACY: f64 = 0.55;
 /// Largest fitted margin, below the calibration file's limit of 1.
 const MAX_MARGIN: f32 = 0.95;
 
-const PROBE_KINDS: [CheckKind; 4] = [
-    CheckKind::Presence,
-    CheckKind::Count,
-    CheckKind::Color,
-    CheckKind::Relation,
-];
-
 fn probe_kind_of(negative: NegativeKind) -> CheckKind {
     match negative {
         NegativeKind::WrongCount => CheckKind::Count,
@@ -217,6 +210,8 @@ fn calibrate_critic(args: CalibrateCriticArgs) -> anyhow::Result<()> {
     let folder = crate::models::resolve(None, args.critic_model.clone())?.critic;
     let scorer = ClipScorer::load(&folder, &Device::Cpu, DType::F32)?;
     let mut calibration = Calibration::load(&folder)?;
+    // Every kind is measured again; the fit decides which stay unprobed.
+    calibration.unprobed_kinds.clear();
     calibration.probe_words = ProbeWords {
         colors: redraft_shapes::Color::ALL
             .map(|color| color.word().to_string())
@@ -313,15 +308,17 @@ fn calibrate_critic(args: CalibrateCriticArgs) -> anyhow::Result<()> {
         let fit_accuracy = fit_leads
             .map(|leads| rates(&leads.own, &leads.changed, margin).2)
             .unwrap_or(0.0);
-        if fit_accuracy < MIN_USEFUL_ACCURACY {
-            // A margin fitted on chance-level leads only trades passes for
-            // failures, so the probe falls back to "the own variant wins".
+        let chance = fit_accuracy < MIN_USEFUL_ACCURACY;
+        if chance {
+            // A probe at chance level fails right images and passes wrong
+            // ones at random, so such parts are left to the alignment check.
             println!(
                 "NOTE: the model tells {name} changes apart at chance level ({} on the fit \
-                 scenes), so its margin is set to 0",
+                 scenes), so {name} parts get no probe",
                 percent(fit_accuracy)
             );
             margin = 0.0;
+            calibration.unprobed_kinds.push(kind);
         }
         calibration.probe_margins.set(kind, margin);
         let empty = Leads::default();
@@ -344,6 +341,7 @@ fn calibrate_critic(args: CalibrateCriticArgs) -> anyhow::Result<()> {
                 "accuracy": accuracy,
                 "own_probes": held_out.own.len(),
                 "changed_probes": held_out.changed.len(),
+                "probed": !chance,
             }),
         );
     }

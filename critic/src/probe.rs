@@ -71,6 +71,7 @@ impl ProbePlan {
             calibration,
             vocabulary,
             unknown: Vec::new(),
+            unprobed: Vec::new(),
         };
         for (index, object) in spec.objects.iter().enumerate() {
             builder.presence(object, spec);
@@ -90,6 +91,9 @@ struct Builder<'a> {
     calibration: &'a Calibration,
     vocabulary: &'a Vocabulary,
     unknown: Vec<String>,
+    /// Kinds with parts left unprobed because the calibration says the model
+    /// cannot tell their variants apart.
+    unprobed: Vec<CheckKind>,
 }
 
 impl Builder<'_> {
@@ -105,8 +109,9 @@ impl Builder<'_> {
     }
 
     /// Adds a probe whose own variant is `own` (value, phrase) and whose
-    /// other variants are `others`, unless the own phrase has unknown words
-    /// or no other variant is left.
+    /// other variants are `others`, unless the calibration leaves `kind`
+    /// unprobed, the own phrase has unknown words or no other variant is
+    /// left.
     fn add(
         &mut self,
         kind: CheckKind,
@@ -114,6 +119,12 @@ impl Builder<'_> {
         own: (String, String),
         others: Vec<(String, String)>,
     ) {
+        if !self.calibration.probes(kind) {
+            if !self.unprobed.contains(&kind) {
+                self.unprobed.push(kind);
+            }
+            return;
+        }
         let unknown = self.vocabulary.unknown_words(&own.1);
         if !unknown.is_empty() {
             for word in unknown {
@@ -278,6 +289,18 @@ impl Builder<'_> {
                 if words.len() == 1 { "" } else { "s" }
             ));
         }
+        for kind in &self.unprobed {
+            self.plan.notes.push(format!(
+                "The {} of the prompt {} judged only by the alignment check, because the critic \
+                 model tells them apart no better than chance.",
+                unprobed_parts(*kind),
+                if *kind == CheckKind::Presence {
+                    "is"
+                } else {
+                    "are"
+                }
+            ));
+        }
         if !spec.quoted_text.is_empty() {
             self.plan.notes.push(
                 "Quoted text is judged only by the alignment check, because no probe reads text."
@@ -322,6 +345,16 @@ fn scene_phrase(spec: &PromptSpec, index: usize, replacement: String) -> String 
             phrases[relation.subject], relation.relation, phrases[relation.object]
         ),
         _ => phrases.join(" and "),
+    }
+}
+
+/// Names the parts a probe kind checks, for the note on unprobed kinds.
+fn unprobed_parts(kind: CheckKind) -> &'static str {
+    match kind {
+        CheckKind::Presence => "presence of each object",
+        CheckKind::Count => "counts",
+        CheckKind::Color => "colours",
+        _ => "relations",
     }
 }
 
@@ -535,6 +568,36 @@ mod tests {
             "a photo of a red square"
         );
         assert!(plan.notes.is_empty(), "{:?}", plan.notes);
+    }
+
+    #[test]
+    fn unprobed_kind_gets_no_probe_and_a_note() {
+        let prompt = "a red circle to the left of a blue square";
+        let mut calibration = shapes_calibration();
+        calibration.unprobed_kinds = vec![CheckKind::Relation];
+        let plan = ProbePlan::build(
+            prompt,
+            &parse(prompt),
+            &calibration,
+            &vocabulary(SHAPE_WORDS),
+        );
+        assert!(
+            plan.probes
+                .iter()
+                .all(|probe| probe.kind != CheckKind::Relation)
+        );
+        assert!(
+            plan.probes
+                .iter()
+                .any(|probe| probe.kind == CheckKind::Color)
+        );
+        assert_eq!(
+            plan.notes,
+            [
+                "The relations of the prompt are judged only by the alignment check, because the \
+              critic model tells them apart no better than chance."
+            ]
+        );
     }
 
     #[test]

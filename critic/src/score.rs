@@ -162,6 +162,11 @@ pub struct Calibration {
     pub probe_margins: ProbeMargins,
     /// Kinds whose failed checks set the overall score to 0.
     pub hard_kinds: Vec<CheckKind>,
+    /// Probe kinds the model tells apart no better than chance, measured by
+    /// `redraft shapes calibrate-critic`. Parts of these kinds get no probe
+    /// and are judged only by the alignment check, so a coin toss neither
+    /// fails a right image nor passes a wrong one.
+    pub unprobed_kinds: Vec<CheckKind>,
     /// Words of the probes' variants.
     pub probe_words: ProbeWords,
     /// Caption of a probe variant, with `{}` where the variant's phrase goes.
@@ -180,6 +185,7 @@ impl Calibration {
             pass_threshold: 0.5,
             probe_margins: ProbeMargins::default(),
             hard_kinds: vec![CheckKind::Quality],
+            unprobed_kinds: Vec::new(),
             probe_words: ProbeWords::default(),
             caption_template: DEFAULT_CAPTION_TEMPLATE.to_string(),
         }
@@ -206,6 +212,7 @@ impl Calibration {
     ///   "pass_threshold": 0.5,
     ///   "probe_margins": {"presence": 0.1, "count": 0.1, "color": 0.1, "relation": 0.1},
     ///   "hard_kinds": ["quality"],
+    ///   "unprobed_kinds": ["relation"],
     ///   "probe_words": {"colors": ["red"], "presence_nouns": ["circle"], "max_count": 4},
     ///   "caption_template": "a photo of {}"
     /// }
@@ -213,6 +220,7 @@ impl Calibration {
     ///
     /// Only `alignment` is required. The defaults are `pass_threshold` 0.5,
     /// [`DEFAULT_MARGIN`] for each probe kind, `hard_kinds` `["quality"]`,
+    /// no `unprobed_kinds`,
     /// [`ProbeWords::default`] and [`DEFAULT_CAPTION_TEMPLATE`].
     pub fn parse(json: &str, path: &Path) -> Result<Self, CriticError> {
         let file: CalibrationFile = serde_json::from_str(json).map_err(|error| {
@@ -273,6 +281,20 @@ impl Calibration {
             })?;
             hard_kinds.push(kind);
         }
+        let mut unprobed_kinds = Vec::with_capacity(file.unprobed_kinds.len());
+        for (index, name) in file.unprobed_kinds.iter().enumerate() {
+            let kind = kind_from_name(name)
+                .filter(|kind| PROBE_KINDS.contains(kind))
+                .ok_or_else(|| {
+                    CriticError::unsupported(
+                        path,
+                        format!("unprobed_kinds[{index}]"),
+                        name,
+                        "one of presence, count, color, relation",
+                    )
+                })?;
+            unprobed_kinds.push(kind);
+        }
         let words = file.probe_words;
         if !(1..=MAX_PROBE_COUNT).contains(&words.max_count) {
             return Err(CriticError::unsupported(
@@ -296,6 +318,7 @@ impl Calibration {
             pass_threshold: threshold,
             probe_margins: margins,
             hard_kinds,
+            unprobed_kinds,
             probe_words: words,
             caption_template: file.caption_template,
         })
@@ -315,6 +338,11 @@ impl Calibration {
                 .iter()
                 .map(|kind| kind_name(*kind))
                 .collect(),
+            unprobed_kinds: self
+                .unprobed_kinds
+                .iter()
+                .map(|kind| kind_name(*kind))
+                .collect(),
             probe_words: self.probe_words.clone(),
             caption_template: self.caption_template.clone(),
         };
@@ -328,6 +356,11 @@ impl Calibration {
             return 0.0;
         }
         ((cosine - self.cosine_low) / (self.cosine_high - self.cosine_low)).clamp(0.0, 1.0)
+    }
+
+    /// Returns whether parts of `kind` get a probe.
+    pub fn probes(&self, kind: CheckKind) -> bool {
+        !self.unprobed_kinds.contains(&kind)
     }
 
     /// Returns whether checks of `kind` are hard.
@@ -346,6 +379,14 @@ impl Default for Calibration {
         Self::clip_score()
     }
 }
+
+/// The check kinds that probes compare variants for.
+pub const PROBE_KINDS: [CheckKind; 4] = [
+    CheckKind::Presence,
+    CheckKind::Count,
+    CheckKind::Color,
+    CheckKind::Relation,
+];
 
 /// Returns the lower-case name of `kind` without its `CHECK_KIND_` prefix, such as "color".
 pub fn kind_name(kind: CheckKind) -> String {
@@ -369,6 +410,8 @@ struct CalibrationFile {
     probe_margins: ProbeMargins,
     #[serde(default = "default_hard_kinds")]
     hard_kinds: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    unprobed_kinds: Vec<String>,
     #[serde(default)]
     probe_words: ProbeWords,
     #[serde(default = "default_caption_template")]
@@ -607,6 +650,7 @@ mod tests {
             "alignment": {"cosine_low": 0.1, "cosine_high": 0.3},
             "probe_margins": {"count": 0.25, "relation": 0.05},
             "hard_kinds": ["quality", "count"],
+            "unprobed_kinds": ["relation"],
             "probe_words": {"colors": ["red", "blue"], "max_count": 6},
             "caption_template": "{}"
         }"#;
@@ -617,6 +661,8 @@ mod tests {
         assert_eq!(calibration.probe_margins.color, DEFAULT_MARGIN);
         assert!(calibration.is_hard(CheckKind::Count));
         assert!(!calibration.is_hard(CheckKind::Color));
+        assert!(!calibration.probes(CheckKind::Relation));
+        assert!(calibration.probes(CheckKind::Count));
         assert_eq!(calibration.probe_words.colors, ["red", "blue"]);
         assert_eq!(calibration.probe_words.max_count, 6);
         assert_eq!(
@@ -640,6 +686,12 @@ mod tests {
                 "probe_margins.presence",
             ),
             (r#""hard_kinds": ["quality", "sharpness"]"#, "hard_kinds[1]"),
+            // Alignment and quality are not probes.
+            (r#""unprobed_kinds": ["quality"]"#, "unprobed_kinds[0]"),
+            (
+                r#""unprobed_kinds": ["count", "position"]"#,
+                "unprobed_kinds[1]",
+            ),
             (
                 r#""probe_words": {"max_count": 0}"#,
                 "probe_words.max_count",
