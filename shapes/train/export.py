@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=pathlib.Path, required=True, help="output folder, for example models/shapes-v1")
     parser.add_argument("--dtype", choices=["float16", "float32"], default="float16")
     parser.add_argument("--steps", type=int, default=20, help="default denoising steps of the generator")
-    parser.add_argument("--guidance", type=float, default=4.0, help="default guidance scale of the generator")
+    parser.add_argument("--guidance", type=float, default=2.0, help="default guidance scale of the generator")
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     tokenizer = args.data / "tokenizer.json"

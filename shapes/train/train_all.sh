@@ -18,9 +18,9 @@ redraft="${REDRAFT:-$root/target/release/redraft}"
 
 seed="${SEED:-0}"
 images="${IMAGES:-50000}"
-clip_steps="${CLIP_STEPS:-1500}"
+clip_steps="${CLIP_STEPS:-2000}"
 vae_steps="${VAE_STEPS:-1500}"
-unet_steps="${UNET_STEPS:-5000}"
+unet_steps="${UNET_STEPS:-6000}"
 
 mkdir -p "$run"
 started=$(date +%s)

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=pathlib.Path, required=True, help="dataset written by `redraft shapes dataset`")
     parser.add_argument("--run", type=pathlib.Path, required=True, help="run folder: checkpoint, log, exported model")
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--channels", type=str, default="32,32,64,64", help="block_out_channels; 2^(levels-1) is the down-sampling factor")
