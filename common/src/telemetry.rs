@@ -55,34 +55,52 @@ pub const DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
+/// Attempts at a free port when the metrics address has port 0.
+const FREE_PORT_ATTEMPTS: usize = 5;
+
 /// Starts the Prometheus exporter on `addr` and returns the bound address.
 ///
 /// The exporter binds the port itself, so port 0 is first resolved here by
-/// binding and releasing a listener.
+/// binding and releasing a listener. NOTE: another process can take that
+/// port before the exporter binds it, so a port-0 address is tried again
+/// with a new port when the exporter finds it taken.
 pub fn install_metrics_exporter(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let addr = if addr.port() == 0 {
-        std::net::TcpListener::bind(addr)?.local_addr()?
+    let attempts = if addr.port() == 0 {
+        FREE_PORT_ATTEMPTS
     } else {
-        addr
+        1
     };
-    let result = PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .set_buckets(DURATION_BUCKETS)?
-        .install();
-    match result {
-        Ok(()) => {}
-        // Several actors in one test process share the first recorder.
-        Err(metrics_exporter_prometheus::BuildError::FailedToSetGlobalRecorder(_)) => {
-            tracing::debug!("metrics recorder was already installed");
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let bound = if addr.port() == 0 {
+            std::net::TcpListener::bind(addr)?.local_addr()?
+        } else {
+            addr
+        };
+        let result = PrometheusBuilder::new()
+            .with_http_listener(bound)
+            .set_buckets(DURATION_BUCKETS)?
+            .install();
+        match result {
+            Ok(()) => {}
+            // Several actors in one test process share the first recorder.
+            Err(metrics_exporter_prometheus::BuildError::FailedToSetGlobalRecorder(_)) => {
+                tracing::debug!("metrics recorder was already installed");
+            }
+            Err(error) if attempt < attempts => {
+                tracing::debug!(%bound, %error, "metrics port was taken, trying another");
+                continue;
+            }
+            Err(error) => {
+                return Err(anyhow::anyhow!(
+                    "failed to start metrics on {bound}: {error}"
+                ));
+            }
         }
-        Err(error) => {
-            return Err(anyhow::anyhow!(
-                "failed to start metrics on {addr}: {error}"
-            ));
-        }
+        describe_rpc_metrics();
+        return Ok(bound);
     }
-    describe_rpc_metrics();
-    Ok(addr)
 }
 
 /// Name of the counter of handled RPCs.
