@@ -13,8 +13,8 @@ use crate::probe::{ProbePlan, probe_check};
 use crate::score::{Calibration, aggregate, alignment_check, summary};
 use crate::{CriticError, prompt, quality};
 
-/// Whether a job with `threshold` would end satisfied with the image of
-/// `critique`, by the orchestrator's rule: the score reaches the threshold
+/// Returns whether a job with `threshold` would end satisfied with the image
+/// of `critique`. The orchestrator's rule: the score reaches the threshold
 /// and no check other than alignment failed.
 pub fn accepts(critique: &Critique, threshold: f32) -> bool {
     critique.score >= threshold

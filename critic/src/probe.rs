@@ -91,8 +91,8 @@ struct Builder<'a> {
     calibration: &'a Calibration,
     vocabulary: &'a Vocabulary,
     unknown: Vec<String>,
-    /// Kinds with parts left unprobed because the calibration says the model
-    /// cannot tell their variants apart.
+    /// Kinds with parts left unprobed, because the calibration found that the
+    /// model scores their variants at chance.
     unprobed: Vec<CheckKind>,
 }
 
@@ -359,9 +359,8 @@ fn unprobed_parts(kind: CheckKind) -> &'static str {
 }
 
 /// Returns the relations a relation probe compares `relation` against.
-/// A direction is compared with its opposite only: a scene where A is left
-/// of B says nothing about whether A is also above B, so "above" may be just
-/// as true of it. "next to" is compared with the vertical relations, because
+/// A direction is compared with its opposite only. A scene where A is left
+/// of B may also have A above B, so "above" can be just as true of it. "next to" is compared with the vertical relations, because
 /// an object next to another is also left or right of it, and "on top of"
 /// with the relations other than "above".
 fn relation_variants(relation: Relation) -> Vec<Relation> {

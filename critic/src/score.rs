@@ -162,10 +162,9 @@ pub struct Calibration {
     pub probe_margins: ProbeMargins,
     /// Kinds whose failed checks set the overall score to 0.
     pub hard_kinds: Vec<CheckKind>,
-    /// Probe kinds the model tells apart no better than chance, measured by
+    /// Probe kinds whose variants the model scores at chance, as measured by
     /// `redraft shapes calibrate-critic`. Parts of these kinds get no probe
-    /// and are judged only by the alignment check, so a coin toss neither
-    /// fails a right image nor passes a wrong one.
+    /// and are judged only by the alignment check.
     pub unprobed_kinds: Vec<CheckKind>,
     /// Words of the probes' variants.
     pub probe_words: ProbeWords,

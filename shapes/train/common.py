@@ -80,10 +80,10 @@ def load_dataset(root: pathlib.Path) -> Dataset:
     )
 
 
-def held_out_count(size: int, wanted: int) -> int:
-    """Images kept out of training for evaluation: `wanted`, or a fifth of a
-    small dataset."""
-    return max(1, min(wanted, size // 5))
+def held_out_count(size: int, requested: int) -> int:
+    """Returns how many images to keep out of training for evaluation:
+    `requested`, or a fifth of a small dataset."""
+    return max(1, min(requested, size // 5))
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:

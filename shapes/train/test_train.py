@@ -1,10 +1,10 @@
 """Short training run of all three trainers, as CI runs it.
 
-A small dataset from the Rust renderer, a few dozen steps of tiny models,
-and then the checks a user of the trainers relies on: each loss falls, an
-interrupted run resumes from its checkpoint, and the exported folders load
-in redraft's generator and critic (`redraft shapes eval` loads both with
-candle and draws and judges an image per category).
+It renders a small dataset with the Rust renderer and trains tiny models
+for a few dozen steps. The checks: each loss falls, an interrupted run
+resumes from its checkpoint, and the exported folders load in redraft's
+generator and critic. `redraft shapes eval` loads both with candle, then
+draws and judges one image per category.
 
     python shapes/train/test_train.py
 
