@@ -9,6 +9,7 @@ use candle_core::{DType, Device};
 use rand::SeedableRng;
 use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
+use redraft_critic::judge::plan_cosines;
 use redraft_critic::probe::{ProbePlan, lead, variant_probabilities};
 use redraft_critic::score::{CALIBRATION_FILE, PROBE_KINDS, ProbeWords, kind_name};
 use redraft_critic::{Calibration, ClipScorer};
@@ -478,7 +479,7 @@ fn probe_leads(
     let spec = redraft_critic::prompt::parse(prompt);
     let plan = ProbePlan::build(prompt, &spec, calibration, scorer.vocabulary());
     let embeddings = scorer.text_embeddings(&plan.captions)?;
-    let rows = scorer.cosine_rows(&embeddings, std::slice::from_ref(image))?;
+    let rows = plan_cosines(scorer, &plan, &embeddings, std::slice::from_ref(image))?;
     let cosines = &rows[0];
     let probes = plan
         .probes
@@ -490,7 +491,7 @@ fn probe_leads(
         .collect();
     Ok(PromptLeads {
         probes,
-        alignment: cosines[0],
+        alignment: cosines.whole[0],
     })
 }
 

@@ -57,6 +57,12 @@ pub struct ShapesEvalArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+
+    /// Also save each generated image in this folder as
+    /// `NNN-CATEGORY.png`, with the oracle's and the critic's verdict on
+    /// each in `verdicts.jsonl`.
+    #[arg(long)]
+    pub images: Option<PathBuf>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -91,6 +97,11 @@ pub fn run(args: ShapesEvalArgs) -> anyhow::Result<()> {
             args.critic_threshold
         );
     }
+    if let Some(dir) = &args.images {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("failed to create --images folder {}", dir.display()))?;
+    }
+    let mut verdicts = Vec::new();
     let models = crate::models::resolve(args.generator_model.clone(), args.critic_model.clone())?;
     let folder = ModelFolder::open(&models.generator)?;
     let defaults = folder.defaults;
@@ -138,8 +149,26 @@ pub fn run(args: ShapesEvalArgs) -> anyhow::Result<()> {
         let verdict = redraft_shapes::judge(&image, prompt)?;
         generator.entry(name).or_default().add(verdict.correct);
         let started = Instant::now();
-        let accepted = accepts(&judge.critique(prompt, &image)?, args.critic_threshold);
+        let critique = judge.critique(prompt, &image)?;
+        let accepted = accepts(&critique, args.critic_threshold);
         critique_seconds += started.elapsed().as_secs_f64();
+        if let Some(dir) = &args.images {
+            let file = format!("{index:03}-{name}.png");
+            let path = dir.join(&file);
+            image
+                .save(&path)
+                .with_context(|| format!("failed to write {}", path.display()))?;
+            verdicts.push(json!({
+                "image": file,
+                "prompt": prompt,
+                "category": name,
+                "oracle_correct": verdict.correct,
+                "oracle_reason": verdict.reason,
+                "critic_accepts": accepted,
+                "critic_score": critique.score,
+                "critic_summary": critique.summary,
+            }));
+        }
         critic_generated
             .entry(name)
             .or_default()
@@ -240,6 +269,13 @@ pub fn run(args: ShapesEvalArgs) -> anyhow::Result<()> {
         critique_seconds / (own_all.total + changed_all.total + generated_all.total).max(1) as f64
     );
 
+    if let Some(dir) = &args.images {
+        let path = dir.join("verdicts.jsonl");
+        let lines: Vec<String> = verdicts.iter().map(|verdict| verdict.to_string()).collect();
+        std::fs::write(&path, lines.join("\n") + "\n")
+            .with_context(|| format!("failed to write {}", path.display()))?;
+        println!("wrote {} images and {}", verdicts.len(), path.display());
+    }
     if let Some(path) = &args.json {
         let document = json!({
             "generator_model": models.generator,

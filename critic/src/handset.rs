@@ -205,18 +205,39 @@ pub fn paint_words(words: &[&str]) -> Result<RgbImage, InvalidArgument> {
             format!("from 1 to {max_words} words"),
         ));
     }
+    let placed: Vec<(&str, usize, usize)> = words
+        .iter()
+        .enumerate()
+        .map(|(patch, word)| (*word, patch % patches_per_row, patch / patches_per_row))
+        .collect();
+    paint_words_at(&placed)
+}
+
+/// Paints each word of `placed` (word, column, row) in its patch of the
+/// 6 x 6 grid, for the model of [`write_handset_clip`]. So tests can place
+/// objects: words in the left columns are seen only in the left part of the
+/// image. Every word must have a feature and every patch must be in the grid.
+pub fn paint_words_at(placed: &[(&str, usize, usize)]) -> Result<RgbImage, InvalidArgument> {
+    let patches_per_row = IMAGE_SIZE as usize / PATCH;
     let mut image = RgbImage::from_pixel(IMAGE_SIZE, IMAGE_SIZE, Rgb([BACKGROUND; 3]));
-    for (patch, word) in words.iter().enumerate() {
+    for (index, (word, column, row)) in placed.iter().enumerate() {
         let feature = feature_of(word).ok_or_else(|| {
             InvalidArgument::new(
-                format!("words[{patch}]"),
-                word,
+                format!("words[{index}]"),
+                *word,
                 "a colour, a count up to four, a shape or a relation word",
             )
         })?;
+        if *column >= patches_per_row || *row >= patches_per_row {
+            return Err(InvalidArgument::new(
+                format!("words[{index}]"),
+                format!("patch ({column}, {row})"),
+                format!("a column and a row below {patches_per_row}"),
+            ));
+        }
         let marker = feature + 1;
-        let x = (patch % patches_per_row) * PATCH + marker % PATCH;
-        let y = (patch / patches_per_row) * PATCH + marker / PATCH;
+        let x = column * PATCH + marker % PATCH;
+        let y = row * PATCH + marker / PATCH;
         image.put_pixel(x as u32, y as u32, Rgb([0, 0, 0]));
     }
     Ok(image)

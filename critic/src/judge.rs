@@ -10,6 +10,7 @@ use redraft_proto::{CheckKind, Critique};
 
 use crate::model::ClipScorer;
 use crate::probe::{ProbePlan, probe_check};
+use crate::regions::{Axis, ImageCosines, VIEWS_PER_AXIS, views};
 use crate::score::{Calibration, aggregate, alignment_check, summary};
 use crate::{CriticError, prompt, quality};
 
@@ -23,6 +24,45 @@ pub fn accepts(critique: &Critique, threshold: f32) -> bool {
             .checks
             .iter()
             .all(|check| check.passed || check.kind == CheckKind::Alignment as i32)
+}
+
+/// Computes the cosines of each of `images` with the captions of `plan`,
+/// whose embeddings are `embeddings`: of the whole image, and of the views
+/// that the plan's region relations need. The images are embedded as one
+/// batch and their views as another.
+pub fn plan_cosines(
+    scorer: &ClipScorer,
+    plan: &ProbePlan,
+    embeddings: &Tensor,
+    images: &[RgbImage],
+) -> Result<Vec<ImageCosines>, CriticError> {
+    let whole = scorer.cosine_rows(embeddings, images)?;
+    let axes = plan.view_axes();
+    let mut cosines: Vec<ImageCosines> = whole
+        .into_iter()
+        .map(|whole| ImageCosines {
+            whole,
+            ..ImageCosines::default()
+        })
+        .collect();
+    if axes.is_empty() {
+        return Ok(cosines);
+    }
+    let batch: Vec<RgbImage> = images
+        .iter()
+        .flat_map(|image| axes.iter().flat_map(|axis| views(image, *axis)))
+        .collect();
+    let mut rows = scorer.cosine_rows(embeddings, &batch)?.into_iter();
+    for image in &mut cosines {
+        for axis in &axes {
+            let views: Vec<Vec<f32>> = rows.by_ref().take(VIEWS_PER_AXIS).collect();
+            match axis {
+                Axis::Horizontal => image.horizontal = views,
+                Axis::Vertical => image.vertical = views,
+            }
+        }
+    }
+    Ok(cosines)
 }
 
 /// A loaded critic model with its calibration.
@@ -81,12 +121,12 @@ impl Judge {
             return Ok(Vec::new());
         }
         let prepared = self.prepare(prompt)?;
-        let rows = self.scorer.cosine_rows(&prepared.embeddings, images)?;
+        let rows = plan_cosines(&self.scorer, &prepared.plan, &prepared.embeddings, images)?;
         let logit_scale = self.scorer.logit_scale();
 
         let mut critiques = Vec::with_capacity(images.len());
         for (image, cosines) in images.iter().zip(&rows) {
-            let mut checks = vec![alignment_check(prompt, cosines[0], &self.calibration)];
+            let mut checks = vec![alignment_check(prompt, cosines.whole[0], &self.calibration)];
             for probe in &prepared.plan.probes {
                 checks.push(probe_check(probe, cosines, logit_scale, &self.calibration));
             }
@@ -155,7 +195,7 @@ mod tests {
     use redraft_proto::Check;
 
     use super::*;
-    use crate::handset::{paint_words, write_handset_clip};
+    use crate::handset::{paint_words, paint_words_at, write_handset_clip};
 
     fn judge() -> (tempfile::TempDir, Judge) {
         let dir = tempfile::tempdir().unwrap();
@@ -285,28 +325,80 @@ mod tests {
         assert!(!critique.summary.starts_with("All"), "{}", critique.summary);
     }
 
+    /// Paints "one red circle" down column `circle` and "one blue square"
+    /// down column `square`.
+    fn circle_and_square_in_columns(circle: usize, square: usize) -> RgbImage {
+        let mut placed = Vec::new();
+        for (words, column) in [
+            (["one", "red", "circle"], circle),
+            (["one", "blue", "square"], square),
+        ] {
+            for (row, word) in words.into_iter().enumerate() {
+                placed.push((word, column, row));
+            }
+        }
+        paint_words_at(&placed).unwrap()
+    }
+
     #[test]
     fn relation_names_shown_relation() {
         let (_dir, judge) = judge();
-        let image =
-            paint_words(&["one", "red", "circle", "right", "one", "blue", "square"]).unwrap();
+        let prompt = "a red circle to the left of a blue square";
+        // The circle is in the right column, the square in the left one.
         let critique = judge
-            .critique("a red circle to the left of a blue square", &image)
+            .critique(prompt, &circle_and_square_in_columns(5, 0))
             .unwrap();
         let relation = check(&critique, CheckKind::Relation);
         assert!(!relation.passed, "{relation:?}");
         assert_eq!(relation.subject, "a red circle left of a blue square");
         assert_eq!(relation.expected, "left of");
         assert_eq!(relation.observed, "right of");
+        assert!(
+            relation
+                .feedback
+                .contains("seems to show a red circle right of a blue square"),
+            "{}",
+            relation.feedback
+        );
         // "left of" is compared with its opposite only.
         assert_eq!(relation.variants.len(), 2);
 
-        let image =
-            paint_words(&["one", "red", "circle", "left", "one", "blue", "square"]).unwrap();
         let critique = judge
-            .critique("a red circle to the left of a blue square", &image)
+            .critique(prompt, &circle_and_square_in_columns(0, 5))
             .unwrap();
         assert!(check(&critique, CheckKind::Relation).passed);
+        let critique = judge
+            .critique(
+                "a blue square right of a red circle",
+                &circle_and_square_in_columns(0, 4),
+            )
+            .unwrap();
+        assert!(check(&critique, CheckKind::Relation).passed);
+    }
+
+    #[test]
+    fn vertical_relation_from_rows() {
+        let (_dir, judge) = judge();
+        // The red circle in the top row, the blue square in the bottom row.
+        let placed = [
+            ("one", 0, 0),
+            ("red", 1, 0),
+            ("circle", 2, 0),
+            ("one", 0, 5),
+            ("blue", 1, 5),
+            ("square", 2, 5),
+        ];
+        let image = paint_words_at(&placed).unwrap();
+        let above = judge
+            .critique("a red circle above a blue square", &image)
+            .unwrap();
+        assert!(check(&above, CheckKind::Relation).passed, "{above:?}");
+        let below = judge
+            .critique("a red circle below a blue square", &image)
+            .unwrap();
+        let relation = check(&below, CheckKind::Relation);
+        assert!(!relation.passed, "{relation:?}");
+        assert_eq!(relation.observed, "above");
     }
 
     #[test]

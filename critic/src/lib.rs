@@ -10,6 +10,7 @@ pub mod model;
 pub mod probe;
 pub mod prompt;
 pub mod quality;
+pub mod regions;
 pub mod score;
 pub mod service;
 pub mod tiny;

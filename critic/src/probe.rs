@@ -6,12 +6,17 @@
 //! the model's logit scale) go through a softmax. The prompt's own variant
 //! passes when its probability beats every other variant's by the margin
 //! stored with the model ([`crate::score::ProbeMargins`]).
+//!
+//! Relations along an axis (left of, right of, above, below) are not judged
+//! from their captions, which CLIP scores close to a bag of words, but from
+//! where each object is seen ([`crate::regions`]).
 
 use std::collections::HashMap;
 
 use redraft_proto::{Check, CheckKind, ProbeVariant};
 
 use crate::prompt::{ObjectSpec, PromptSpec, Relation, RelationSpec, number_word};
+use crate::regions::{Axis, ImageCosines, RegionRelation, evidence};
 use crate::score::{Calibration, kind_weight};
 use crate::vocabulary::Vocabulary;
 
@@ -36,6 +41,9 @@ pub struct Probe {
     pub subject: String,
     /// The variants; index 0 is the prompt's own.
     pub variants: Vec<VariantSpec>,
+    /// For a relation judged by regions: where its objects must be. Such a
+    /// probe has two variants, the prompt's relation and its opposite.
+    pub regions: Option<RegionRelation>,
 }
 
 /// Every probe of one prompt, with the captions they need, each once.
@@ -111,19 +119,19 @@ impl Builder<'_> {
     /// Adds a probe whose own variant is `own` (value, phrase) and whose
     /// other variants are `others`, unless the calibration leaves `kind`
     /// unprobed, the own phrase has unknown words or no other variant is
-    /// left.
+    /// left. Returns the probe added.
     fn add(
         &mut self,
         kind: CheckKind,
         subject: String,
         own: (String, String),
         others: Vec<(String, String)>,
-    ) {
+    ) -> Option<&mut Probe> {
         if !self.calibration.probes(kind) {
             if !self.unprobed.contains(&kind) {
                 self.unprobed.push(kind);
             }
-            return;
+            return None;
         }
         let unknown = self.vocabulary.unknown_words(&own.1);
         if !unknown.is_empty() {
@@ -132,7 +140,7 @@ impl Builder<'_> {
                     self.unknown.push(word);
                 }
             }
-            return;
+            return None;
         }
         let others: Vec<(String, String)> = others
             .into_iter()
@@ -140,7 +148,7 @@ impl Builder<'_> {
             .collect();
         if others.is_empty() {
             tracing::debug!(?kind, %subject, "probe skipped: no variant to compare against");
-            return;
+            return None;
         }
         let mut variants = Vec::with_capacity(others.len() + 1);
         for (value, phrase) in std::iter::once(own).chain(others) {
@@ -155,7 +163,9 @@ impl Builder<'_> {
             kind,
             subject,
             variants,
+            regions: None,
         });
+        self.plan.probes.last_mut()
     }
 
     /// Adds the presence probe of `object`: its noun against other nouns,
@@ -267,12 +277,53 @@ impl Builder<'_> {
             .map(|other| (other.words().to_string(), phrase(other)))
             .collect();
         let own = phrase(relation.relation);
-        self.add(
+        let regions = self.region_relation(subject, relation.relation, object);
+        if let Some(probe) = self.add(
             CheckKind::Relation,
             own.clone(),
             (relation.relation.words().to_string(), own),
             others,
-        );
+        ) {
+            probe.regions = regions;
+        }
+    }
+
+    /// Returns how regions judge "`subject` `relation` `object`": the axis
+    /// and the captions of the object that must come first and of the one
+    /// that must come second, each named alone ("a red circle"). `None` for
+    /// relations with more than one opposite ("next to", "on top of") and
+    /// when the model does not know the words of the captions.
+    fn region_relation(
+        &mut self,
+        subject: &ObjectSpec,
+        relation: Relation,
+        object: &ObjectSpec,
+    ) -> Option<RegionRelation> {
+        let (axis, subject_first) = match relation {
+            Relation::LeftOf => (Axis::Horizontal, true),
+            Relation::RightOf => (Axis::Horizontal, false),
+            Relation::Above => (Axis::Vertical, true),
+            Relation::Below => (Axis::Vertical, false),
+            Relation::NextTo | Relation::OnTopOf => return None,
+        };
+        let alone = |object: &ObjectSpec| {
+            object.phrase_with(Some(1), object.color.as_deref(), &object.noun)
+        };
+        let (subject, object) = (alone(subject), alone(object));
+        if !self.vocabulary.knows(&subject) || !self.vocabulary.knows(&object) {
+            return None;
+        }
+        let (subject, object) = (self.caption_index(&subject), self.caption_index(&object));
+        let (first, second) = if subject_first {
+            (subject, object)
+        } else {
+            (object, subject)
+        };
+        Some(RegionRelation {
+            axis,
+            first,
+            second,
+        })
     }
 
     fn finish(mut self, spec: &PromptSpec) -> ProbePlan {
@@ -372,14 +423,40 @@ fn relation_variants(relation: Relation) -> Vec<Relation> {
     }
 }
 
-/// Computes the softmax of `logit_scale * cosine` over the variants of
-/// `probe`, in variant order. `cosines` has one value per caption of the plan.
-pub fn variant_probabilities(probe: &Probe, cosines: &[f32], logit_scale: f32) -> Vec<f32> {
-    let logits: Vec<f32> = probe
-        .variants
-        .iter()
-        .map(|variant| logit_scale * cosines[variant.caption])
-        .collect();
+impl ProbePlan {
+    /// The axes along which the plan's region relations need views of the image.
+    pub fn view_axes(&self) -> Vec<Axis> {
+        Axis::ALL
+            .into_iter()
+            .filter(|axis| {
+                self.probes
+                    .iter()
+                    .any(|probe| probe.regions.is_some_and(|regions| regions.axis == *axis))
+            })
+            .collect()
+    }
+}
+
+/// Computes the probabilities of the variants of `probe` on one image, in
+/// variant order: the softmax of `logit_scale * cosine` of each variant's
+/// caption. A region relation's logits are instead `logit_scale * e / 2` for
+/// the prompt's relation and its negation for the opposite, where `e` is the
+/// [`evidence`] that its objects are in the prompt's order.
+pub fn variant_probabilities(probe: &Probe, cosines: &ImageCosines, logit_scale: f32) -> Vec<f32> {
+    let logits: Vec<f32> = match probe.regions {
+        Some(regions) => {
+            let evidence = evidence(cosines.views(regions.axis), regions.first, regions.second);
+            let half = logit_scale * evidence / 2.0;
+            (0..probe.variants.len())
+                .map(|index| if index == 0 { half } else { -half })
+                .collect()
+        }
+        None => probe
+            .variants
+            .iter()
+            .map(|variant| logit_scale * cosines.whole[variant.caption])
+            .collect(),
+    };
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let exps: Vec<f32> = logits.iter().map(|logit| (logit - max).exp()).collect();
     let sum: f32 = exps.iter().sum();
@@ -403,7 +480,7 @@ pub fn lead(probabilities: &[f32]) -> (f32, usize) {
 /// every caption of the plan.
 pub fn probe_check(
     probe: &Probe,
-    cosines: &[f32],
+    cosines: &ImageCosines,
     logit_scale: f32,
     calibration: &Calibration,
 ) -> Check {
@@ -622,6 +699,71 @@ mod tests {
         );
         // The presence probes leave out the nouns of the prompt.
         assert_eq!(phrases(&plan.probes[0]), ["a circle", "a triangle"]);
+        // The relation is judged by where each object is seen: the circle
+        // first along the horizontal axis.
+        let regions = relation.regions.expect("left of is judged by regions");
+        assert_eq!(regions.axis, Axis::Horizontal);
+        assert_eq!(plan.captions[regions.first], "a photo of a red circle");
+        assert_eq!(plan.captions[regions.second], "a photo of a blue square");
+        assert_eq!(plan.view_axes(), [Axis::Horizontal]);
+
+        // "below" puts the object first along the vertical axis.
+        let prompt = "two green triangles below a red circle";
+        let plan = ProbePlan::build(
+            prompt,
+            &parse(prompt),
+            &shapes_calibration(),
+            &vocabulary(SHAPE_WORDS),
+        );
+        let regions = plan
+            .probes
+            .iter()
+            .find_map(|probe| probe.regions)
+            .expect("below is judged by regions");
+        assert_eq!(regions.axis, Axis::Vertical);
+        assert_eq!(plan.captions[regions.first], "a photo of a red circle");
+        assert_eq!(plan.captions[regions.second], "a photo of a green triangle");
+    }
+
+    #[test]
+    fn region_relation_probabilities() {
+        let prompt = "a red circle to the left of a blue square";
+        let plan = ProbePlan::build(
+            prompt,
+            &parse(prompt),
+            &shapes_calibration(),
+            &vocabulary(SHAPE_WORDS),
+        );
+        let probe = plan
+            .probes
+            .iter()
+            .find(|probe| probe.regions.is_some())
+            .unwrap();
+        let regions = probe.regions.unwrap();
+        // Views (before, after) of one split: the circle's caption matches
+        // the part after the split, the square's the part before, so the
+        // image shows the circle right of the square.
+        let mut before = vec![0.0; plan.captions.len()];
+        let mut after = before.clone();
+        before[regions.first] = 0.1;
+        after[regions.first] = 0.5;
+        before[regions.second] = 0.6;
+        after[regions.second] = 0.2;
+        let cosines = ImageCosines {
+            whole: vec![0.0; plan.captions.len()],
+            horizontal: vec![before, after],
+            vertical: Vec::new(),
+        };
+        let probabilities = variant_probabilities(probe, &cosines, 10.0);
+        // Evidence (0.1 - 0.5) + (0.2 - 0.6) = -0.8; logits -4 and 4.
+        let expected = 1.0 / (1.0 + 8.0_f32.exp());
+        assert!(
+            (probabilities[0] - expected).abs() < 1e-6,
+            "{probabilities:?}"
+        );
+        let check = probe_check(probe, &cosines, 10.0, &shapes_calibration());
+        assert!(!check.passed);
+        assert_eq!(check.observed, "right of");
     }
 
     #[test]
@@ -762,6 +904,13 @@ mod tests {
         );
     }
 
+    fn whole(cosines: &[f32]) -> ImageCosines {
+        ImageCosines {
+            whole: cosines.to_vec(),
+            ..ImageCosines::default()
+        }
+    }
+
     fn count_probe() -> Probe {
         let variant = |caption, value: &str, phrase: &str| VariantSpec {
             caption,
@@ -776,6 +925,7 @@ mod tests {
                 variant(2, "one", "a red square"),
                 variant(3, "three", "three red squares"),
             ],
+            regions: None,
         }
     }
 
@@ -783,7 +933,7 @@ mod tests {
     fn probe_fails_with_winner() {
         let check = probe_check(
             &count_probe(),
-            &[0.0, 0.20, 0.10, 0.25],
+            &whole(&[0.0, 0.20, 0.10, 0.25]),
             100.0,
             &Calibration::default(),
         );
@@ -815,7 +965,7 @@ mod tests {
     fn probe_passes_by_margin() {
         let check = probe_check(
             &count_probe(),
-            &[0.0, 0.30, 0.10, 0.25],
+            &whole(&[0.0, 0.30, 0.10, 0.25]),
             100.0,
             &Calibration::default(),
         );
@@ -832,7 +982,7 @@ mod tests {
         // Logits 25.5 and 25.0: the prompt's variant leads with about 0.62 to 0.38.
         let check = probe_check(
             &count_probe(),
-            &[0.0, 0.255, 0.0, 0.25],
+            &whole(&[0.0, 0.255, 0.0, 0.25]),
             100.0,
             &calibration,
         );
@@ -850,7 +1000,12 @@ mod tests {
     fn hard_kinds_from_calibration() {
         let mut calibration = Calibration::default();
         calibration.hard_kinds.push(CheckKind::Count);
-        let check = probe_check(&count_probe(), &[0.0, 0.3, 0.1, 0.1], 100.0, &calibration);
+        let check = probe_check(
+            &count_probe(),
+            &whole(&[0.0, 0.3, 0.1, 0.1]),
+            100.0,
+            &calibration,
+        );
         assert!(check.hard);
     }
 
