@@ -599,6 +599,16 @@ mod tests {
         "below",
     ];
 
+    /// Plans `prompt` with the shapes calibration and vocabulary.
+    fn shapes_plan(prompt: &str) -> ProbePlan {
+        ProbePlan::build(
+            prompt,
+            &parse(prompt),
+            &shapes_calibration(),
+            &vocabulary(SHAPE_WORDS),
+        )
+    }
+
     fn phrases(probe: &Probe) -> Vec<&str> {
         probe
             .variants
@@ -610,12 +620,7 @@ mod tests {
     #[test]
     fn plan_of_counted_colored_object() {
         let prompt = "a photo of two red squares";
-        let plan = ProbePlan::build(
-            prompt,
-            &parse(prompt),
-            &shapes_calibration(),
-            &vocabulary(SHAPE_WORDS),
-        );
+        let plan = shapes_plan(prompt);
         assert_eq!(plan.captions[0], prompt);
         let kinds: Vec<CheckKind> = plan.probes.iter().map(|probe| probe.kind).collect();
         assert_eq!(
@@ -679,12 +684,7 @@ mod tests {
     #[test]
     fn plan_of_relation() {
         let prompt = "a red circle to the left of a blue square";
-        let plan = ProbePlan::build(
-            prompt,
-            &parse(prompt),
-            &shapes_calibration(),
-            &vocabulary(SHAPE_WORDS),
-        );
+        let plan = shapes_plan(prompt);
         let relation = plan
             .probes
             .iter()
@@ -709,12 +709,7 @@ mod tests {
 
         // "below" puts the object first along the vertical axis.
         let prompt = "two green triangles below a red circle";
-        let plan = ProbePlan::build(
-            prompt,
-            &parse(prompt),
-            &shapes_calibration(),
-            &vocabulary(SHAPE_WORDS),
-        );
+        let plan = shapes_plan(prompt);
         let regions = plan
             .probes
             .iter()
@@ -728,12 +723,7 @@ mod tests {
     #[test]
     fn region_relation_probabilities() {
         let prompt = "a red circle to the left of a blue square";
-        let plan = ProbePlan::build(
-            prompt,
-            &parse(prompt),
-            &shapes_calibration(),
-            &vocabulary(SHAPE_WORDS),
-        );
+        let plan = shapes_plan(prompt);
         let probe = plan
             .probes
             .iter()
@@ -769,12 +759,7 @@ mod tests {
     #[test]
     fn colour_and_count_in_scene() {
         let prompt = "a green triangle and a red circle";
-        let plan = ProbePlan::build(
-            prompt,
-            &parse(prompt),
-            &shapes_calibration(),
-            &vocabulary(SHAPE_WORDS),
-        );
+        let plan = shapes_plan(prompt);
         let color = plan
             .probes
             .iter()
@@ -801,12 +786,7 @@ mod tests {
 
         // A relation joins the scene with its words.
         let prompt = "two red circles above a square";
-        let plan = ProbePlan::build(
-            prompt,
-            &parse(prompt),
-            &shapes_calibration(),
-            &vocabulary(SHAPE_WORDS),
-        );
+        let plan = shapes_plan(prompt);
         let color = plan
             .probes
             .iter()
@@ -818,12 +798,7 @@ mod tests {
     #[test]
     fn unknown_neighbour_keeps_object_alone() {
         let prompt = "a red circle and a zebra";
-        let plan = ProbePlan::build(
-            prompt,
-            &parse(prompt),
-            &shapes_calibration(),
-            &vocabulary(SHAPE_WORDS),
-        );
+        let plan = shapes_plan(prompt);
         let color = plan
             .probes
             .iter()
@@ -838,12 +813,7 @@ mod tests {
     #[test]
     fn unknown_words_skip_probes() {
         let prompt = "two red apples next to a blue square";
-        let plan = ProbePlan::build(
-            prompt,
-            &parse(prompt),
-            &shapes_calibration(),
-            &vocabulary(SHAPE_WORDS),
-        );
+        let plan = shapes_plan(prompt);
         // Only the square's presence and colour probes remain; the square
         // has count 1 and max_count 3, so it has a count probe too.
         assert!(
@@ -885,12 +855,7 @@ mod tests {
     #[test]
     fn notes_for_quotes_and_free_text() {
         let prompt = "a square in the style of \"art\"";
-        let plan = ProbePlan::build(
-            prompt,
-            &parse(prompt),
-            &shapes_calibration(),
-            &vocabulary(SHAPE_WORDS),
-        );
+        let plan = shapes_plan(prompt);
         assert_eq!(plan.notes.len(), 2, "{:?}", plan.notes);
         assert!(
             plan.notes[0].starts_with("Quoted text"),
