@@ -291,8 +291,9 @@ impl Builder<'_> {
     /// Returns how regions judge "`subject` `relation` `object`": the axis
     /// and the captions of the object that must come first and of the one
     /// that must come second, each named alone ("a red circle"). `None` for
-    /// relations with more than one opposite ("next to", "on top of") and
-    /// when the model does not know the words of the captions.
+    /// relations with more than one opposite ("next to", "on top of"), when
+    /// both objects have the same caption, so that no view tells them apart,
+    /// and when the model does not know the words of the captions.
     fn region_relation(
         &mut self,
         subject: &ObjectSpec,
@@ -310,7 +311,8 @@ impl Builder<'_> {
             object.phrase_with(Some(1), object.color.as_deref(), &object.noun)
         };
         let (subject, object) = (alone(subject), alone(object));
-        if !self.vocabulary.knows(&subject) || !self.vocabulary.knows(&object) {
+        if subject == object || !self.vocabulary.knows(&subject) || !self.vocabulary.knows(&object)
+        {
             return None;
         }
         let (subject, object) = (self.caption_index(&subject), self.caption_index(&object));
@@ -718,6 +720,17 @@ mod tests {
         assert_eq!(regions.axis, Axis::Vertical);
         assert_eq!(plan.captions[regions.first], "a photo of a red circle");
         assert_eq!(plan.captions[regions.second], "a photo of a green triangle");
+
+        // Two objects of the same caption cannot be told apart by regions,
+        // so their relation is judged from captions.
+        let plan = shapes_plan("a red circle left of two red circles");
+        let relation = plan
+            .probes
+            .iter()
+            .find(|probe| probe.kind == CheckKind::Relation)
+            .unwrap();
+        assert_eq!(relation.regions, None);
+        assert!(plan.view_axes().is_empty());
     }
 
     #[test]
