@@ -292,7 +292,7 @@ impl Builder<'_> {
     /// and the captions of the object that must come first and of the one
     /// that must come second, each named alone ("a red circle"). `None` for
     /// relations with more than one opposite ("next to", "on top of"), when
-    /// both objects have the same caption, so that no view tells them apart,
+    /// both objects have the same caption, so that no view distinguishes them,
     /// and when the model does not know the words of the captions.
     fn region_relation(
         &mut self,
@@ -426,7 +426,7 @@ fn relation_variants(relation: Relation) -> Vec<Relation> {
 }
 
 impl ProbePlan {
-    /// The axes along which the plan's region relations need views of the image.
+    /// Returns the axes along which the plan's region relations need views of the image.
     pub fn view_axes(&self) -> Vec<Axis> {
         Axis::ALL
             .into_iter()
@@ -721,8 +721,8 @@ mod tests {
         assert_eq!(plan.captions[regions.first], "a photo of a red circle");
         assert_eq!(plan.captions[regions.second], "a photo of a green triangle");
 
-        // Two objects of the same caption cannot be told apart by regions,
-        // so their relation is judged from captions.
+        // Regions cannot distinguish two objects of the same caption, so
+        // their relation is judged from captions.
         let plan = shapes_plan("a red circle left of two red circles");
         let relation = plan
             .probes

@@ -1,7 +1,7 @@
 //! Relation probes from where each object is seen: the image is split
 //! along one axis, each side is shown alone with the other side painted
-//! over in the background colour, and CLIP says on which side each object
-//! matches better.
+//! over in the background colour, and CLIP's cosines show on which side
+//! each object's caption matches better.
 //!
 //! CLIP-style models score captions close to a bag of words: "a cat left of
 //! a dog" and "a cat right of a dog" embed almost alike (Yuksekgonul et
@@ -28,8 +28,8 @@ impl Axis {
     pub const ALL: [Axis; 2] = [Axis::Horizontal, Axis::Vertical];
 }
 
-/// Where the image is split, as fractions of its width or height. Several
-/// splits, because one object may lie across any one of them.
+/// Split positions, as fractions of the image's width or height. There are
+/// several, because one object may lie across any one of them.
 pub const SPLITS: [f32; 3] = [0.375, 0.5, 0.625];
 
 /// Number of views along one axis: the part before and the part after each split.
@@ -58,7 +58,7 @@ pub struct ImageCosines {
 }
 
 impl ImageCosines {
-    /// The view cosines along `axis`.
+    /// Returns the view cosines along `axis`.
     pub fn views(&self, axis: Axis) -> &[Vec<f32>] {
         match axis {
             Axis::Horizontal => &self.horizontal,
@@ -115,12 +115,13 @@ pub fn background(image: &RgbImage) -> Rgb<u8> {
     }))
 }
 
-/// Evidence that the object of caption `first` comes before the object of
-/// caption `second` along the axis of `views` (cosine rows in [`views`]
-/// order): over the splits, the mean of how much better `first` matches
-/// the part before than the part after, plus how much better `second`
-/// matches the part after than the part before. Positive when `first` comes
-/// first; the opposite order gives the same value negated.
+/// Computes the evidence that the object of caption `first` comes before
+/// the object of caption `second`, from `views` (cosine rows in [`views`]
+/// order). Per split, it adds how much better `first` matches the part
+/// before than the part after and how much better `second` matches the part
+/// after than the part before, and it returns the mean over the splits. The
+/// value is positive when `first` comes first, and swapping the captions
+/// negates it.
 pub fn evidence(views: &[Vec<f32>], first: usize, second: usize) -> f32 {
     let pairs = views.chunks_exact(2);
     let count = pairs.len();
