@@ -93,6 +93,9 @@ impl Findings {
                 let kind = kind_word(finding.kind);
                 if finding.observed.is_empty() {
                     format!("{kind} of \"{}\"", finding.subject)
+                } else if finding.observed == finding.expected {
+                    // The probe's own variant won, but by less than its margin.
+                    format!("{kind} of \"{}\" (shown only weakly)", finding.subject)
                 } else {
                     format!(
                         "{kind} of \"{}\" (shows {}, asks {})",
@@ -297,6 +300,26 @@ mod tests {
         assert_eq!(
             findings.describe(),
             "count of \"two red circles\" (shows three, asks two)"
+        );
+    }
+
+    #[test]
+    fn findings_describe_weak_part() {
+        let critique = Critique {
+            checks: vec![failed(
+                CheckKind::Color,
+                "a red circle",
+                "red",
+                "red",
+                "a red circle",
+            )],
+            ..Default::default()
+        };
+        let findings = Findings::from_critique(&critique);
+        assert_eq!(findings.failed.len(), 1);
+        assert_eq!(
+            findings.describe(),
+            "colour of \"a red circle\" (shown only weakly)"
         );
     }
 
