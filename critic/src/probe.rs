@@ -743,6 +743,7 @@ mod tests {
             .find(|probe| probe.regions.is_some())
             .unwrap();
         let regions = probe.regions.unwrap();
+
         // Views (before, after) of one split: the circle's caption matches
         // the part after the split, the square's the part before, so the
         // image shows the circle right of the square.
@@ -757,6 +758,7 @@ mod tests {
             horizontal: vec![before, after],
             vertical: Vec::new(),
         };
+
         let probabilities = variant_probabilities(probe, &cosines, 10.0);
         // Evidence (0.1 - 0.5) + (0.2 - 0.6) = -0.8; logits -4 and 4.
         let expected = 1.0 / (1.0 + 8.0_f32.exp());
@@ -764,6 +766,7 @@ mod tests {
             (probabilities[0] - expected).abs() < 1e-6,
             "{probabilities:?}"
         );
+
         let check = probe_check(probe, &cosines, 10.0, &shapes_calibration());
         assert!(!check.passed);
         assert_eq!(check.observed, "right of");

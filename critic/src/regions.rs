@@ -1,6 +1,6 @@
-//! Relation probes from where each object is seen: the image is split
-//! along one axis, each side is shown alone with the other side painted
-//! over in the background colour, and CLIP's cosines show on which side
+//! Relation probes from where each object is seen. The image is split
+//! along one axis, and each side is shown alone with the other side painted
+//! over in the background colour. CLIP's cosines then show on which side
 //! each object's caption matches better.
 //!
 //! CLIP-style models score captions close to a bag of words, so "a cat
