@@ -33,6 +33,12 @@ pub enum ShapesCommand {
         /// Seed; the same seed writes the same dataset.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Share of images, 0 to 1, that also hold one or two flawed objects
+        /// (a colour between two palette colours, a dull colour, two colours) for the
+        /// critic to learn that they are not objects. The UNet trainer skips
+        /// those images.
+        #[arg(long, default_value_t = 0.0)]
+        flawed_share: f64,
     },
     /// Measure the models with the oracle: the generator's single-shot
     /// accuracy per category, and the critic's agreement with the oracle.
@@ -60,12 +66,13 @@ pub fn run(command: ShapesCommand) -> anyhow::Result<bool> {
             count,
             canvas,
             seed,
+            flawed_share,
         } => {
             if count == 0 {
                 anyhow::bail!("--count 0 is invalid; it must be at least 1");
             }
             let started = std::time::Instant::now();
-            let summary = redraft_shapes::write_dataset(&dir, count, canvas, seed)?;
+            let summary = redraft_shapes::write_dataset(&dir, count, canvas, seed, flawed_share)?;
             let tokenizer =
                 redraft_common::tokenizer::build_word_level(&redraft_shapes::vocabulary());
             let tokenizer_path = dir.join("tokenizer.json");
@@ -190,10 +197,10 @@ const MAX_MARGIN: f32 = 0.95;
 
 fn probe_kind_of(negative: NegativeKind) -> CheckKind {
     match negative {
-        NegativeKind::WrongCount => CheckKind::Count,
+        NegativeKind::WrongCount | NegativeKind::CountedFlaw => CheckKind::Count,
         NegativeKind::SwappedColors | NegativeKind::OtherColor => CheckKind::Color,
         NegativeKind::OppositeRelation => CheckKind::Relation,
-        NegativeKind::OtherShape => CheckKind::Presence,
+        NegativeKind::OtherShape | NegativeKind::Blob => CheckKind::Presence,
     }
 }
 
@@ -213,13 +220,24 @@ fn calibrate_critic(args: CalibrateCriticArgs) -> anyhow::Result<()> {
     let mut calibration = Calibration::load(&folder)?;
     // Every kind is measured again; the fit decides which stay unprobed.
     calibration.unprobed_kinds.clear();
+    let mut presence_nouns: Vec<String> = redraft_shapes::Shape::ALL
+        .map(|shape| shape.word().to_string())
+        .to_vec();
+    // A model trained on flawed objects knows "blob", and a presence probe
+    // that can answer "a blob" rejects an object drawn in no palette colour.
+    let flaw_words = format!(
+        "{} {}",
+        redraft_shapes::FLAW_NOUN,
+        redraft_shapes::FLAW_PLURAL
+    );
+    if scorer.vocabulary().knows(&flaw_words) {
+        presence_nouns.push(redraft_shapes::FLAW_NOUN.to_string());
+    }
     calibration.probe_words = ProbeWords {
         colors: redraft_shapes::Color::ALL
             .map(|color| color.word().to_string())
             .to_vec(),
-        presence_nouns: redraft_shapes::Shape::ALL
-            .map(|shape| shape.word().to_string())
-            .to_vec(),
+        presence_nouns,
         max_count: u32::from(redraft_shapes::MAX_COUNT),
     };
 

@@ -99,6 +99,8 @@ pub const SCENE_WORDS: &[&str] = &[
     "triangles",
     "shape",
     "shapes",
+    "blob",
+    "blobs",
     "cat",
     "cats",
     "dog",

@@ -50,6 +50,7 @@ const FEATURES: &[&[&str]] = &[
     &["circle", "circles"],
     &["square", "squares"],
     &["triangle", "triangles"],
+    &["blob", "blobs"],
     &["left"],
     &["right"],
     &["above"],

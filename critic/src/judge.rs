@@ -283,6 +283,45 @@ mod tests {
     }
 
     #[test]
+    fn presence_names_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        write_handset_clip(dir.path()).unwrap();
+        let scorer = ClipScorer::load(dir.path(), &Device::Cpu, DType::F32).unwrap();
+        let mut calibration = Calibration::load(dir.path()).unwrap();
+        calibration
+            .probe_words
+            .presence_nouns
+            .push("blob".to_string());
+        let judge = Judge::new(scorer, calibration);
+
+        let critique = judge
+            .critique(
+                "a red circle",
+                &paint_words(&["one", "red", "blob"]).unwrap(),
+            )
+            .unwrap();
+        let presence = check(&critique, CheckKind::Presence);
+        assert!(!presence.passed, "{presence:?}");
+        assert_eq!(presence.observed, "blob");
+        assert_eq!(
+            presence.feedback,
+            "The image seems to show a blob rather than a circle, so draw a circle."
+        );
+        assert!(!accepts(&critique, 0.8), "{critique:?}");
+
+        let critique = judge
+            .critique(
+                "a red circle",
+                &paint_words(&["one", "red", "circle"]).unwrap(),
+            )
+            .unwrap();
+        let presence = check(&critique, CheckKind::Presence);
+        assert!(presence.passed, "{presence:?}");
+        let values: Vec<&str> = presence.variants.iter().map(|v| v.value.as_str()).collect();
+        assert!(values.contains(&"blob"), "{values:?}");
+    }
+
+    #[test]
     fn count_names_shown_count() {
         let (_dir, judge) = judge();
         let image = paint_words(&["three", "red", "squares"]).unwrap();

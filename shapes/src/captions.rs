@@ -23,9 +23,16 @@ pub enum NegativeKind {
     OppositeRelation,
     /// One group has a shape that the spec does not use.
     OtherShape,
+    /// A flawed object is counted as the palette object it resembles (only in
+    /// datasets with flawed objects, see [`crate::flaws`]).
+    CountedFlaw,
+    /// "a blob" of a scene without flawed objects (only in datasets with
+    /// flawed objects).
+    Blob,
 }
 
 impl NegativeKind {
+    /// The kinds [`hard_negatives`] makes from a spec alone.
     pub const ALL: [NegativeKind; 5] = [
         NegativeKind::WrongCount,
         NegativeKind::SwappedColors,
@@ -42,6 +49,8 @@ impl NegativeKind {
             NegativeKind::OtherColor => "other_color",
             NegativeKind::OppositeRelation => "opposite_relation",
             NegativeKind::OtherShape => "other_shape",
+            NegativeKind::CountedFlaw => "counted_flaw",
+            NegativeKind::Blob => "blob",
         }
     }
 }
@@ -155,6 +164,7 @@ fn make_negative<R: Rng + ?Sized>(spec: &Spec, kind: NegativeKind, rng: &mut R) 
         NegativeKind::OppositeRelation => {
             negative.relation = Some(spec.relation?.opposite());
         }
+        NegativeKind::CountedFlaw | NegativeKind::Blob => return None,
         NegativeKind::OtherShape => {
             let unused: Vec<Shape> = Shape::ALL
                 .into_iter()

@@ -5,14 +5,15 @@ use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::captions::{NegativeKind, hard_negatives, partial_captions};
+use crate::flaws::{FlawKind, add_flaws, counted_flaw_caption, flaw_caption};
 use crate::grammar::sample_prompt;
-use crate::render::{RenderError, render};
+use crate::render::{RenderError, draw, layout};
 use crate::world::Category;
 
 /// File name of the caption list inside a dataset directory.
@@ -31,6 +32,10 @@ pub struct CaptionRecord {
     pub partial: Vec<String>,
     /// Captions that contradict the image in one detail.
     pub negatives: Vec<NegativeRecord>,
+    /// Kinds of the flawed objects drawn besides the prompt's objects; empty
+    /// for most images, and absent from the JSON line then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flaws: Vec<FlawKind>,
 }
 
 /// A hard negative caption and how it differs from the prompt.
@@ -69,6 +74,8 @@ pub enum DatasetError {
         prompt: String,
         source: RenderError,
     },
+    #[error("flawed share {value} is outside the range 0 to 1")]
+    InvalidFlawedShare { value: f64 },
     #[error("invalid caption record on line {line} of {path}: {source}")]
     InvalidRecord {
         path: PathBuf,
@@ -82,15 +89,27 @@ pub enum DatasetError {
 ///
 /// Item `i` has category `Category::ALL[i % 6]`, so categories differ in
 /// size by at most one. Item `i` draws from its own ChaCha8 stream `i` of
-/// `seed`, so the output depends only on `count`, `canvas_size` and `seed`,
-/// and a longer dataset starts with the items of a shorter one. Existing files
-/// with the same names are overwritten.
+/// `seed`, so the output depends only on the arguments, and a longer dataset
+/// starts with the items of a shorter one. Existing files with the same names
+/// are overwritten.
+///
+/// With a `flawed_share` above 0, that share of the images also holds one or
+/// two flawed objects ([`crate::flaws`]), captioned as blobs in the partial
+/// captions and counted as the object they resemble in a `counted_flaw`
+/// negative, and every other image gets the negative "a blob". With 0 the
+/// dataset has no flaws and is the same as before flaws existed.
 pub fn write_dataset(
     dir: &Path,
     count: usize,
     canvas_size: u32,
     seed: u64,
+    flawed_share: f64,
 ) -> Result<DatasetSummary, DatasetError> {
+    if !(0.0..=1.0).contains(&flawed_share) {
+        return Err(DatasetError::InvalidFlawedShare {
+            value: flawed_share,
+        });
+    }
     let images_dir = dir.join(IMAGES_DIR);
     fs::create_dir_all(&images_dir).map_err(|source| DatasetError::CreateDir {
         path: images_dir.clone(),
@@ -112,12 +131,41 @@ pub fn write_dataset(
         rng.set_stream(index as u64);
 
         let (prompt, spec) = sample_prompt(category, &mut rng);
-        let image =
-            render(&spec, canvas_size, &mut rng).map_err(|source| DatasetError::Render {
+        let objects =
+            layout(&spec, canvas_size, &mut rng).map_err(|source| DatasetError::Render {
                 index,
                 prompt: prompt.clone(),
                 source,
             })?;
+        let mut image = draw(&objects, canvas_size);
+        let mut partial = partial_captions(&spec);
+        let mut negatives: Vec<NegativeRecord> = hard_negatives(&spec, &mut rng)
+            .into_iter()
+            .map(|(text, kind)| NegativeRecord { text, kind })
+            .collect();
+        let mut flaws = Vec::new();
+        if flawed_share > 0.0 {
+            if rng.random_bool(flawed_share) {
+                let wanted = rng.random_range(1..=2);
+                let added = add_flaws(&mut image, &spec, &objects, wanted, &mut rng);
+                if let Some(first) = added.first() {
+                    partial.push(flaw_caption(added.len()));
+                    if let Some(text) = counted_flaw_caption(&image, &spec, first) {
+                        negatives.push(NegativeRecord {
+                            text,
+                            kind: NegativeKind::CountedFlaw,
+                        });
+                    }
+                }
+                flaws = added.iter().map(|flaw| flaw.kind).collect();
+            }
+            if flaws.is_empty() {
+                negatives.push(NegativeRecord {
+                    text: flaw_caption(1),
+                    kind: NegativeKind::Blob,
+                });
+            }
+        }
         let relative = format!("{IMAGES_DIR}/{index:06}.png");
         let image_path = dir.join(&relative);
         image
@@ -131,11 +179,9 @@ pub fn write_dataset(
             image: relative,
             prompt,
             category,
-            partial: partial_captions(&spec),
-            negatives: hard_negatives(&spec, &mut rng)
-                .into_iter()
-                .map(|(text, kind)| NegativeRecord { text, kind })
-                .collect(),
+            partial,
+            negatives,
+            flaws,
         };
         serde_json::to_writer(&mut captions, &record)
             .map_err(|error| write_error(io::Error::from(error)))?;
@@ -198,7 +244,7 @@ mod tests {
     #[test]
     fn dataset_layout_and_records() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let summary = write_dataset(dir.path(), 14, 64, 5).expect("dataset writes");
+        let summary = write_dataset(dir.path(), 14, 64, 5, 0.0).expect("dataset writes");
         assert_eq!(summary.images, 14);
         assert_eq!(summary.captions_path, dir.path().join(CAPTIONS_FILE));
         let counts: Vec<usize> = summary.per_category.iter().map(|(_, n)| *n).collect();
@@ -223,7 +269,7 @@ mod tests {
     #[test]
     fn json_lines_use_documented_keys() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        write_dataset(dir.path(), 6, 64, 1).expect("dataset writes");
+        write_dataset(dir.path(), 6, 64, 1, 0.0).expect("dataset writes");
         let text = fs::read_to_string(dir.path().join(CAPTIONS_FILE)).expect("captions read");
         let last = text.lines().last().expect("six lines");
         let value: serde_json::Value = serde_json::from_str(last).expect("valid JSON");
@@ -239,8 +285,8 @@ mod tests {
     fn dataset_is_deterministic() {
         let first = tempfile::tempdir().expect("temporary directory");
         let second = tempfile::tempdir().expect("temporary directory");
-        write_dataset(first.path(), 8, 64, 42).expect("dataset writes");
-        write_dataset(second.path(), 5, 64, 42).expect("dataset writes");
+        write_dataset(first.path(), 8, 64, 42, 0.0).expect("dataset writes");
+        write_dataset(second.path(), 5, 64, 42, 0.0).expect("dataset writes");
         let first_records = read_captions(&first.path().join(CAPTIONS_FILE)).expect("read");
         let second_records = read_captions(&second.path().join(CAPTIONS_FILE)).expect("read");
         assert_eq!(first_records[..5], second_records[..]);
@@ -252,9 +298,64 @@ mod tests {
     }
 
     #[test]
+    fn flawed_images_are_captioned_as_blobs() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        write_dataset(dir.path(), 60, 64, 9, 0.5).expect("dataset writes");
+        let records = read_captions(&dir.path().join(CAPTIONS_FILE)).expect("captions read");
+        let flawed: Vec<&CaptionRecord> = records.iter().filter(|r| !r.flaws.is_empty()).collect();
+        assert!(
+            (15..=45).contains(&flawed.len()),
+            "{} of 60 images are flawed",
+            flawed.len()
+        );
+        for record in &records {
+            let image = image::open(dir.path().join(&record.image))
+                .expect("image opens")
+                .to_rgb8();
+            let verdict = judge(&image, &record.prompt).expect("prompt parses");
+            assert!(verdict.correct, "{}: {}", record.prompt, verdict.reason);
+            let kinds: Vec<NegativeKind> = record.negatives.iter().map(|n| n.kind).collect();
+            if record.flaws.is_empty() {
+                assert!(kinds.contains(&NegativeKind::Blob), "{record:?}");
+                continue;
+            }
+            let blobs = flaw_caption(record.flaws.len());
+            assert!(record.partial.contains(&blobs), "{record:?}");
+            assert!(!kinds.contains(&NegativeKind::Blob), "{record:?}");
+            for negative in &record.negatives {
+                if negative.kind == NegativeKind::CountedFlaw {
+                    let verdict = judge(&image, &negative.text).expect("negative parses");
+                    assert!(!verdict.correct, "{}: {}", record.prompt, negative.text);
+                }
+            }
+        }
+        let counted = flawed
+            .iter()
+            .filter(|r| {
+                r.negatives
+                    .iter()
+                    .any(|n| n.kind == NegativeKind::CountedFlaw)
+            })
+            .count();
+        assert!(counted * 2 >= flawed.len(), "{counted} of {}", flawed.len());
+    }
+
+    #[test]
+    fn flawed_share_outside_range_is_rejected() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        for value in [-0.1, 1.5, f64::NAN] {
+            let error = write_dataset(dir.path(), 2, 64, 1, value).expect_err("share is invalid");
+            assert!(
+                error.to_string().contains("outside the range 0 to 1"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
     fn invalid_canvas_reports_item() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let error = write_dataset(dir.path(), 3, 8, 1).expect_err("canvas too small");
+        let error = write_dataset(dir.path(), 3, 8, 1, 0.0).expect_err("canvas too small");
         assert!(
             matches!(error, DatasetError::Render { index: 0, .. }),
             "{error}"

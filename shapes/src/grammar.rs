@@ -15,6 +15,7 @@ use rand::Rng;
 use rand::seq::IndexedRandom;
 use thiserror::Error;
 
+use crate::flaws::{FLAW_NOUN, FLAW_PLURAL};
 use crate::world::{Category, Color, MAX_COUNT, ObjectGroup, Relation, Shape, Spec, SpecError};
 
 /// Surface choices that change a prompt's words but not its meaning.
@@ -49,10 +50,11 @@ impl PromptStyle {
 }
 
 const PHOTO_PREFIX: [&str; 3] = ["a", "photo", "of"];
-const NUMBER_WORDS: [&str; 4] = ["one", "two", "three", "four"];
+pub(crate) const NUMBER_WORDS: [&str; 4] = ["one", "two", "three", "four"];
 const DIGITS: [&str; 4] = ["1", "2", "3", "4"];
 
-/// Lists every word the grammar can produce or parse, each once.
+/// Lists every word the grammar can produce or parse, each once, and the
+/// nouns that dataset captions use for flawed objects.
 pub fn vocabulary() -> Vec<&'static str> {
     let mut words: Vec<&'static str> = vec!["a", "an", "photo", "of", "and", "to", "the"];
     words.extend(NUMBER_WORDS);
@@ -61,6 +63,7 @@ pub fn vocabulary() -> Vec<&'static str> {
     words.extend(Color::ALL.map(Color::word));
     words.extend(Shape::ALL.map(Shape::word));
     words.extend(Shape::ALL.map(Shape::plural));
+    words.extend([FLAW_NOUN, FLAW_PLURAL]);
     words
 }
 

@@ -27,6 +27,7 @@ pub mod captions;
 pub mod dataset;
 pub mod detect;
 mod features;
+pub mod flaws;
 pub mod grammar;
 pub mod oracle;
 pub mod render;
@@ -41,6 +42,9 @@ pub use dataset::{
     eval_prompts, read_captions, write_dataset,
 };
 pub use detect::{DetectedObject, classify_pixel, detect};
+pub use flaws::{
+    FLAW_NOUN, FLAW_PLURAL, FlawKind, FlawedObject, add_flaws, counted_flaw_caption, flaw_caption,
+};
 pub use grammar::{
     ParseError, PromptStyle, format_group, format_prompt, parse_prompt, sample_prompt, sample_spec,
     vocabulary,

@@ -22,13 +22,13 @@ pub const MIN_CANVAS_SIZE: u32 = 48;
 
 /// Samples per pixel side for anti-aliasing, so each pixel averages 4x4
 /// samples.
-const SUPERSAMPLING: u32 = 4;
+pub(crate) const SUPERSAMPLING: u32 = 4;
 /// Maximum random change per channel of an object's palette colour.
 const COLOR_JITTER: i16 = 4;
 /// Whole layouts tried before giving up.
 const LAYOUT_ATTEMPTS: u32 = 200;
 /// Positions tried for one object before the layout starts over.
-const POSITION_ATTEMPTS: u32 = 100;
+pub(crate) const POSITION_ATTEMPTS: u32 = 100;
 
 /// Geometry rules of a layout in pixels, scaled from the 64 px canvas rules.
 ///
@@ -74,14 +74,14 @@ pub struct PlacedObject {
 impl PlacedObject {
     /// Returns whether the bounding boxes of `self` and `other`, each grown
     /// by half of `gap` on every side, overlap.
-    fn crowds(&self, other: &PlacedObject, gap: f32) -> bool {
+    pub(crate) fn crowds(&self, other: &PlacedObject, gap: f32) -> bool {
         let reach = (self.size + other.size) / 2.0 + gap;
         (self.center.0 - other.center.0).abs() < reach
             && (self.center.1 - other.center.1).abs() < reach
     }
 
     /// Returns whether the point (x, y) lies inside the shape.
-    fn contains(&self, x: f32, y: f32) -> bool {
+    pub(crate) fn contains(&self, x: f32, y: f32) -> bool {
         let half = self.size / 2.0;
         let dx = x - self.center.0;
         let dy = y - self.center.1;
@@ -271,7 +271,7 @@ pub fn draw(objects: &[PlacedObject], canvas_size: u32) -> RgbImage {
 }
 
 /// Sample positions inside a pixel, as offsets from its top-left corner.
-fn subsample_offsets() -> impl Iterator<Item = (f32, f32)> {
+pub(crate) fn subsample_offsets() -> impl Iterator<Item = (f32, f32)> {
     let step = 1.0 / SUPERSAMPLING as f32;
     (0..SUPERSAMPLING).flat_map(move |row| {
         (0..SUPERSAMPLING)

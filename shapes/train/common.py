@@ -56,6 +56,7 @@ class Dataset:
     partial: list[list[str]]
     negatives: list[list[str]]
     negative_kinds: list[list[str]]  # NegativeKind names, parallel to `negatives`
+    flawed: list[bool]  # whether the image holds flawed objects ("blobs") besides the prompt's
     root: pathlib.Path
 
     @property
@@ -76,6 +77,7 @@ def load_dataset(root: pathlib.Path) -> Dataset:
         partial=[record["partial"] for record in records],
         negatives=[[negative["text"] for negative in record["negatives"]] for record in records],
         negative_kinds=[[negative["kind"] for negative in record["negatives"]] for record in records],
+        flawed=[bool(record.get("flaws")) for record in records],
         root=root,
     )
 

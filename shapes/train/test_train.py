@@ -47,7 +47,7 @@ class ShortTrainingRun(unittest.TestCase):
         cls.temp = tempfile.TemporaryDirectory()
         cls.root = pathlib.Path(cls.temp.name)
         cls.data = cls.root / "data"
-        subprocess.run([str(REDRAFT), "shapes", "dataset", str(cls.data), "--count", str(IMAGES), "--seed", "0"], check=True)
+        subprocess.run([str(REDRAFT), "shapes", "dataset", str(cls.data), "--count", str(IMAGES), "--seed", "0", "--flawed-share", "0.3"], check=True)
         common = ["--data", str(cls.data), "--seed", "0", "--threads", "1", "--log-every", "5"]
 
         cls.clip = cls.root / "clip"

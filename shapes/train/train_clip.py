@@ -61,17 +61,19 @@ def embed_images(model: CLIPModel, images: torch.Tensor) -> torch.Tensor:
     return F.normalize(features(model.get_image_features(pixel_values=images)), dim=-1)
 
 
-# The one negative kind every image that has it trains on at each step: a
+# Negative kinds every image that has them trains on at each step. A
 # relation is a single word of the caption, and with it drawn at random
-# alongside the other kinds the first model scored relations at chance.
-ALWAYS_KIND = "opposite_relation"
+# alongside the other kinds the first model scored relations at chance. A
+# flawed object counted as the object it resembles is what the critic must
+# reject in generated images, and only some images have one.
+ALWAYS_KINDS = ("opposite_relation", "counted_flaw")
 
 
 def pick_negatives(negatives: list[str], kinds: list[str], generator: torch.Generator) -> list[str]:
-    """NEGATIVES_PER_IMAGE negatives: the opposite relation when there is
-    one, the rest at random, repeating when there are fewer."""
-    picked = [text for text, kind in zip(negatives, kinds) if kind == ALWAYS_KIND][:NEGATIVES_PER_IMAGE]
-    rest = [text for text, kind in zip(negatives, kinds) if kind != ALWAYS_KIND] or negatives
+    """NEGATIVES_PER_IMAGE negatives: those of ALWAYS_KINDS when there are
+    any, the rest at random, repeating when there are fewer."""
+    picked = [text for text, kind in zip(negatives, kinds) if kind in ALWAYS_KINDS][:NEGATIVES_PER_IMAGE]
+    rest = [text for text, kind in zip(negatives, kinds) if kind not in ALWAYS_KINDS] or negatives
     order = torch.randperm(len(rest), generator=generator).tolist()
     index = 0
     while len(picked) < NEGATIVES_PER_IMAGE:

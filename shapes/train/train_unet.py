@@ -81,16 +81,22 @@ def main(argv: list[str] | None = None) -> None:
     set_threads(args.threads)
     seed_everything(args.seed)
     data = load_dataset(args.data)
+    # Images with flawed objects teach the critic what is not an object; the
+    # generator learns only from images that match their prompts exactly.
+    usable = [index for index in range(data.size) if not data.flawed[index]]
+    images = data.images[usable]
+    prompts = [data.prompts[index] for index in usable]
+    print(f"training on the {len(usable)} images without flawed objects", flush=True)
     clip = CLIPModel.from_pretrained(args.clip).float().eval()
     vae = AutoencoderKL.from_pretrained(args.vae).float().eval()
     tokenizer = PromptTokenizer(args.data / "tokenizer.json", clip.config.text_config.max_position_embeddings)
 
     # Precompute the frozen encoders' outputs once.
-    latents = encode_latents(vae, data.images) * vae.config.scaling_factor
-    unique_prompts = sorted(set(data.prompts)) + [""]
+    latents = encode_latents(vae, images) * vae.config.scaling_factor
+    unique_prompts = sorted(set(prompts)) + [""]
     prompt_index = {prompt: index for index, prompt in enumerate(unique_prompts)}
     text_states = encode_prompts(clip, tokenizer, unique_prompts)
-    prompt_ids = torch.tensor([prompt_index[prompt] for prompt in data.prompts])
+    prompt_ids = torch.tensor([prompt_index[prompt] for prompt in prompts])
     empty_id = prompt_index[""]
     print(f"latents {tuple(latents.shape)} std {latents.std():.3f}; {len(unique_prompts)} distinct prompts", flush=True)
 
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
 
     model.train()
     while step < args.steps:
-        indices = torch.randint(data.size, (args.batch,), generator=generator)
+        indices = torch.randint(len(usable), (args.batch,), generator=generator)
         clean = latents[indices]
         conditions = prompt_ids[indices].clone()
         conditions[torch.rand(args.batch, generator=generator) < PROMPT_DROPOUT] = empty_id
