@@ -93,8 +93,14 @@ class ShortTrainingRun(unittest.TestCase):
         self.assertEqual(summary["steps"], STEPS)
         self.assertEqual(
             set(summary["per_kind"]),
-            {"wrong_count", "swapped_colors", "other_color", "opposite_relation", "other_shape", "relation_probe"},
+            {"wrong_count", "swapped_colors", "other_color", "opposite_relation", "other_shape", "relation_probe", "counted_flaw", "blob"},
         )
+
+    def test_unet_trains_only_on_images_without_flaws(self):
+        records = [json.loads(line) for line in (self.data / "captions.jsonl").read_text().splitlines()]
+        clean = sum(1 for record in records if not record.get("flaws"))
+        self.assertLess(clean, IMAGES)
+        self.assertEqual(json.loads((self.unet / "summary.json").read_text())["images"], clean)
 
     def test_interrupted_run_resumes_from_its_checkpoint(self):
         self.assertEqual(self.vae_halfway, STEPS // 2)

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     progress.close()
     export = args.run / "export"
     ema.save_pretrained(export, safe_serialization=True)
-    (args.run / "summary.json").write_text(json.dumps({"steps": step}, indent=2) + "\n")
+    (args.run / "summary.json").write_text(json.dumps({"steps": step, "images": len(usable)}, indent=2) + "\n")
     print(f"exported {export}", flush=True)
 
 
