@@ -33,7 +33,7 @@ pub enum ShapesCommand {
         /// Seed; the same seed writes the same dataset.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Share of images, 0 to 1, that also hold one or two flawed objects
+        /// Share of images, 0 to 1, that also contain one or two flawed objects
         /// (a colour between two palette colours, a dull colour, two colours) for the
         /// critic to learn that they are not objects. The UNet trainer skips
         /// those images.
@@ -223,8 +223,8 @@ fn calibrate_critic(args: CalibrateCriticArgs) -> anyhow::Result<()> {
     let mut presence_nouns: Vec<String> = redraft_shapes::Shape::ALL
         .map(|shape| shape.word().to_string())
         .to_vec();
-    // A model trained on flawed objects knows "blob", and a presence probe
-    // that can answer "a blob" rejects an object drawn in no palette colour.
+    // A model trained on flawed objects has "blob" in its vocabulary. With it
+    // a presence probe rejects an object drawn in no palette colour as "a blob".
     let flaw_words = format!(
         "{} {}",
         redraft_shapes::FLAW_NOUN,

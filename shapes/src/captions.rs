@@ -26,8 +26,8 @@ pub enum NegativeKind {
     /// A flawed object is counted as the palette object it resembles (only in
     /// datasets with flawed objects, see [`crate::flaws`]).
     CountedFlaw,
-    /// "a blob" of a scene without flawed objects (only in datasets with
-    /// flawed objects).
+    /// The caption "a blob" for a scene without flawed objects (only in
+    /// datasets with flawed objects).
     Blob,
 }
 

@@ -93,8 +93,8 @@ pub enum DatasetError {
 /// starts with the items of a shorter one. Existing files with the same names
 /// are overwritten.
 ///
-/// With a `flawed_share` above 0, that share of the images also holds one or
-/// two flawed objects ([`crate::flaws`]), captioned as blobs in the partial
+/// With a `flawed_share` above 0, that share of the images also contains one
+/// or two flawed objects ([`crate::flaws`]), captioned as blobs in the partial
 /// captions and counted as the object they resemble in a `counted_flaw`
 /// negative, and every other image gets the negative "a blob". With 0 the
 /// dataset has no flaws and is the same as before flaws existed.
@@ -146,8 +146,8 @@ pub fn write_dataset(
         let mut flaws = Vec::new();
         if flawed_share > 0.0 {
             if rng.random_bool(flawed_share) {
-                let wanted = rng.random_range(1..=2);
-                let added = add_flaws(&mut image, &spec, &objects, wanted, &mut rng);
+                let requested = rng.random_range(1..=2);
+                let added = add_flaws(&mut image, &spec, &objects, requested, &mut rng);
                 if let Some(first) = added.first() {
                     partial.push(flaw_caption(added.len()));
                     if let Some(text) = counted_flaw_caption(&image, &spec, first) {
@@ -298,7 +298,7 @@ mod tests {
     }
 
     #[test]
-    fn flawed_images_are_captioned_as_blobs() {
+    fn flawed_images_captioned_as_blobs() {
         let dir = tempfile::tempdir().expect("temporary directory");
         write_dataset(dir.path(), 60, 64, 9, 0.5).expect("dataset writes");
         let records = read_captions(&dir.path().join(CAPTIONS_FILE)).expect("captions read");
@@ -341,7 +341,7 @@ mod tests {
     }
 
     #[test]
-    fn flawed_share_outside_range_is_rejected() {
+    fn flawed_share_out_of_range() {
         let dir = tempfile::tempdir().expect("temporary directory");
         for value in [-0.1, 1.5, f64::NAN] {
             let error = write_dataset(dir.path(), 2, 64, 1, value).expect_err("share is invalid");

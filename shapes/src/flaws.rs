@@ -32,7 +32,7 @@ const FLAW_ATTEMPTS: u32 = 20;
 /// Grey that dull colours are mixed towards.
 const DULL_GREY: [f32; 3] = [90.0, 90.0, 90.0];
 
-/// How a flawed object differs from a palette object.
+/// Kind of difference between a flawed object and a palette object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FlawKind {
@@ -79,7 +79,7 @@ pub struct FlawedObject {
 }
 
 impl FlawedObject {
-    /// The palette object with the same outline and place.
+    /// Returns the palette object with the same outline and place.
     fn outline(&self) -> PlacedObject {
         PlacedObject {
             shape: self.shape,
@@ -142,7 +142,7 @@ pub fn flaw_caption(count: usize) -> String {
 /// Each flawed object keeps the layout's gap to every other object. Its kind
 /// is drawn uniformly, so that every kind is as common. It is drawn only
 /// when, with it, the oracle finds no shape within a pixel of its bounding
-/// box and still judges the image correct for `spec`; otherwise another of
+/// box and still judges the image correct for `spec`. Otherwise another of
 /// the same kind is sampled, up to 20 times per object.
 pub fn add_flaws<R: Rng + ?Sized>(
     image: &mut RgbImage,
@@ -203,8 +203,8 @@ fn place_flaw<R: Rng + ?Sized>(
     None
 }
 
-/// Samples the shape and colours of a flawed object of `kind`; the caller
-/// places it.
+/// Samples the shape and colours of a flawed object of `kind`, which the
+/// caller places.
 fn sample_flaw<R: Rng + ?Sized>(kind: FlawKind, rng: &mut R) -> FlawedObject {
     let color_index = rng.random_range(0..Color::ALL.len());
     let color = Color::ALL[color_index];
@@ -341,7 +341,7 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     #[test]
-    fn flawed_scenes_keep_their_verdicts() {
+    fn flawed_scenes_keep_verdicts() {
         let mut rng = ChaCha8Rng::seed_from_u64(21);
         let mut kinds = Vec::new();
         let mut negatives = 0;
@@ -385,7 +385,7 @@ mod tests {
     }
 
     #[test]
-    fn flaws_are_drawn_as_sampled() {
+    fn flaws_drawn_as_sampled() {
         let mut image = RgbImage::from_pixel(64, 64, image::Rgb([255, 255, 255]));
         let two_tone = FlawedObject {
             kind: FlawKind::TwoTone,
@@ -410,7 +410,8 @@ mod tests {
         draw_flaw(&mut image, &gradient);
         let [red, _, blue] = Color::Red.rgb();
         let middle = image.get_pixel(32, 32).0;
-        assert!(middle[0] < red && middle[2] > blue, "{middle:?} is a mix");
+        assert!(middle[0] < red, "{middle:?} has less red than red");
+        assert!(middle[2] > blue, "{middle:?} has more blue than red");
         let left = image.get_pixel(25, 32).0;
         let right = image.get_pixel(38, 32).0;
         assert!(
@@ -427,7 +428,7 @@ mod tests {
 
     #[test]
     #[should_panic(expected = "flaw count 0 is outside 1..=4")]
-    fn caption_of_no_flaws_panics() {
+    fn caption_of_zero_panics() {
         flaw_caption(0);
     }
 }

@@ -96,7 +96,7 @@ class ShortTrainingRun(unittest.TestCase):
             {"wrong_count", "swapped_colors", "other_color", "opposite_relation", "other_shape", "relation_probe", "counted_flaw", "blob"},
         )
 
-    def test_unet_trains_only_on_images_without_flaws(self):
+    def test_unet_skips_flawed_images(self):
         records = [json.loads(line) for line in (self.data / "captions.jsonl").read_text().splitlines()]
         clean = sum(1 for record in records if not record.get("flaws"))
         self.assertLess(clean, IMAGES)

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     set_threads(args.threads)
     seed_everything(args.seed)
     data = load_dataset(args.data)
-    # Images with flawed objects teach the critic what is not an object; the
+    # Images with flawed objects teach the critic what is not an object. The
     # generator learns only from images that match their prompts exactly.
     usable = [index for index in range(data.size) if not data.flawed[index]]
     images = data.images[usable]
