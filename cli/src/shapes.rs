@@ -220,25 +220,21 @@ fn calibrate_critic(args: CalibrateCriticArgs) -> anyhow::Result<()> {
     let mut calibration = Calibration::load(&folder)?;
     // Every kind is measured again; the fit decides which stay unprobed.
     calibration.unprobed_kinds.clear();
-    let mut presence_nouns: Vec<String> = redraft_shapes::Shape::ALL
-        .map(|shape| shape.word().to_string())
-        .to_vec();
     // A model trained on flawed objects has "blob" in its vocabulary. With it
     // a presence probe rejects an object drawn in no palette colour as "a blob".
-    let flaw_words = format!(
-        "{} {}",
-        redraft_shapes::FLAW_NOUN,
-        redraft_shapes::FLAW_PLURAL
-    );
-    if scorer.vocabulary().knows(&flaw_words) {
-        presence_nouns.push(redraft_shapes::FLAW_NOUN.to_string());
-    }
+    let flaw_noun = scorer
+        .vocabulary()
+        .knows(redraft_shapes::FLAW_NOUN)
+        .then(|| redraft_shapes::FLAW_NOUN.to_string());
     calibration.probe_words = ProbeWords {
         colors: redraft_shapes::Color::ALL
             .map(|color| color.word().to_string())
             .to_vec(),
-        presence_nouns,
+        presence_nouns: redraft_shapes::Shape::ALL
+            .map(|shape| shape.word().to_string())
+            .to_vec(),
         max_count: u32::from(redraft_shapes::MAX_COUNT),
+        flaw_noun,
     };
 
     // The caption template is part of the fit: the one whose fitted

@@ -288,10 +288,7 @@ mod tests {
         write_handset_clip(dir.path()).unwrap();
         let scorer = ClipScorer::load(dir.path(), &Device::Cpu, DType::F32).unwrap();
         let mut calibration = Calibration::load(dir.path()).unwrap();
-        calibration
-            .probe_words
-            .presence_nouns
-            .push("blob".to_string());
+        calibration.probe_words.flaw_noun = Some("blob".to_string());
         let judge = Judge::new(scorer, calibration);
 
         let critique = judge
@@ -319,6 +316,18 @@ mod tests {
         assert!(presence.passed, "{presence:?}");
         let values: Vec<&str> = presence.variants.iter().map(|v| v.value.as_str()).collect();
         assert!(values.contains(&"blob"), "{values:?}");
+
+        // The flaw variant names one object, whatever the prompt's count.
+        let critique = judge
+            .critique(
+                "two red circles",
+                &paint_words(&["two", "red", "circles"]).unwrap(),
+            )
+            .unwrap();
+        let presence = check(&critique, CheckKind::Presence);
+        assert!(presence.passed, "{presence:?}");
+        let texts: Vec<&str> = presence.variants.iter().map(|v| v.text.as_str()).collect();
+        assert!(texts.contains(&"a blob"), "{texts:?}");
     }
 
     #[test]

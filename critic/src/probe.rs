@@ -170,17 +170,21 @@ impl Builder<'_> {
 
     /// Adds the presence probe of `object`: its noun against other nouns,
     /// both with the requested count and without colour, so that only the
-    /// noun differs.
+    /// noun differs. The calibration's flaw noun, if any, is one more
+    /// variant, written for one object ("a blob") as the model learned it.
     fn presence(&mut self, object: &ObjectSpec, spec: &PromptSpec) {
         let own = object.phrase_with(object.count, None, &object.noun);
-        let others = self
-            .calibration
-            .probe_words
+        let words = &self.calibration.probe_words;
+        let unused = |noun: &&String| spec.objects.iter().all(|other| other.noun != **noun);
+        let mut others: Vec<(String, String)> = words
             .presence_nouns
             .iter()
-            .filter(|noun| spec.objects.iter().all(|other| other.noun != **noun))
+            .filter(unused)
             .map(|noun| (noun.clone(), object.phrase_with(object.count, None, noun)))
             .collect();
+        if let Some(flaw) = words.flaw_noun.as_ref().filter(unused) {
+            others.push((flaw.clone(), object.phrase_with(Some(1), None, flaw)));
+        }
         self.add(
             CheckKind::Presence,
             own.clone(),

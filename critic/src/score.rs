@@ -105,6 +105,11 @@ pub struct ProbeWords {
     /// count plus one).
     #[serde(default = "default_max_count")]
     pub max_count: u32,
+    /// Noun the model learned for objects drawn wrong, such as "blob" for
+    /// the shapes world's flawed objects. Presence probes offer one such
+    /// object ("a blob") as another variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flaw_noun: Option<String>,
 }
 
 fn default_colors() -> Vec<String> {
@@ -135,6 +140,7 @@ impl Default for ProbeWords {
             colors: default_colors(),
             presence_nouns: default_presence_nouns(),
             max_count: default_max_count(),
+            flaw_noun: None,
         }
     }
 }
