@@ -18,7 +18,7 @@ use crate::detect::detect;
 use crate::grammar::NUMBER_WORDS;
 use crate::oracle::judge_spec;
 use crate::render::{
-    LayoutRules, POSITION_ATTEMPTS, PlacedObject, SUPERSAMPLING, subsample_offsets,
+    LayoutRules, POSITION_ATTEMPTS, PlacedObject, SUPERSAMPLING, pixel_box, subsample_offsets,
 };
 use crate::world::{Color, MAX_COUNT, ObjectGroup, Shape, Spec};
 
@@ -251,15 +251,10 @@ fn mix(from: [f32; 3], to: [f32; 3], share: f32) -> [u8; 3] {
 
 /// Draws `flaw` over `image` with the renderer's 4x4 supersampling.
 fn draw_flaw(image: &mut RgbImage, flaw: &FlawedObject) {
-    let (width, height) = image.dimensions();
     let samples = (SUPERSAMPLING * SUPERSAMPLING) as f32;
-    let half = flaw.size / 2.0;
-    let first_x = (flaw.center.0 - half).floor().max(0.0) as u32;
-    let first_y = (flaw.center.1 - half).floor().max(0.0) as u32;
-    let last_x = ((flaw.center.0 + half).ceil() as u32).min(width);
-    let last_y = ((flaw.center.1 + half).ceil() as u32).min(height);
-    for y in first_y..last_y {
-        for x in first_x..last_x {
+    let (columns, rows) = pixel_box(flaw.center, flaw.size, image.dimensions());
+    for y in rows {
+        for x in columns.clone() {
             let mut covered = 0u32;
             let mut sum = [0.0f32; 3];
             for (dx, dy) in subsample_offsets() {

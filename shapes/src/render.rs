@@ -243,14 +243,9 @@ pub fn draw(objects: &[PlacedObject], canvas_size: u32) -> RgbImage {
     let samples = (SUPERSAMPLING * SUPERSAMPLING) as f32;
 
     for object in objects {
-        let half = object.size / 2.0;
-        let first_x = (object.center.0 - half).floor().max(0.0) as u32;
-        let first_y = (object.center.1 - half).floor().max(0.0) as u32;
-        let last_x = ((object.center.0 + half).ceil() as u32).min(canvas_size);
-        let last_y = ((object.center.1 + half).ceil() as u32).min(canvas_size);
-
-        for y in first_y..last_y {
-            for x in first_x..last_x {
+        let (columns, rows) = pixel_box(object.center, object.size, (canvas_size, canvas_size));
+        for y in rows {
+            for x in columns.clone() {
                 let covered = subsample_offsets()
                     .filter(|&(dx, dy)| object.contains(x as f32 + dx, y as f32 + dy))
                     .count();
@@ -268,6 +263,21 @@ pub fn draw(objects: &[PlacedObject], canvas_size: u32) -> RgbImage {
         }
     }
     image
+}
+
+/// Returns the columns and rows of the pixels that the square box of side
+/// `size` centred on `center` touches, clipped to an image of `dimensions`.
+pub(crate) fn pixel_box(
+    center: (f32, f32),
+    size: f32,
+    dimensions: (u32, u32),
+) -> (std::ops::Range<u32>, std::ops::Range<u32>) {
+    let half = size / 2.0;
+    let first_x = (center.0 - half).floor().max(0.0) as u32;
+    let first_y = (center.1 - half).floor().max(0.0) as u32;
+    let last_x = ((center.0 + half).ceil() as u32).min(dimensions.0);
+    let last_y = ((center.1 + half).ceil() as u32).min(dimensions.1);
+    (first_x..last_x, first_y..last_y)
 }
 
 /// Sample positions inside a pixel, as offsets from its top-left corner.
