@@ -94,10 +94,10 @@ pub enum DatasetError {
 /// are overwritten.
 ///
 /// With a `flawed_share` above 0, that share of the images also contains one
-/// or two flawed objects ([`crate::flaws`]), captioned as blobs in the partial
-/// captions and counted as the object they resemble in a `counted_flaw`
-/// negative, and every other image gets the negative "a blob". With 0 the
-/// dataset has no flaws and is the same as before flaws existed.
+/// or two flawed objects ([`crate::flaws`]). Their partial captions include
+/// "a blob" or "two blobs", and a `counted_flaw` negative counts a flaw as
+/// the object it resembles. Every other image gets the negative "a blob".
+/// With 0 the dataset has no flaws and is the same as before flaws existed.
 pub fn write_dataset(
     dir: &Path,
     count: usize,

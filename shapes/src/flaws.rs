@@ -219,8 +219,8 @@ fn sample_flaw<R: Rng + ?Sized>(kind: FlawKind, rng: &mut R) -> FlawedObject {
             (mixed, mixed)
         }
         FlawKind::Dull => {
-            let kept = rng.random_range(0.2..=0.4);
-            let dull = mix(DULL_GREY, base, kept);
+            let chroma_share = rng.random_range(0.2..=0.4);
+            let dull = mix(DULL_GREY, base, chroma_share);
             (dull, dull)
         }
         FlawKind::TwoTone | FlawKind::Gradient => {

@@ -56,7 +56,7 @@ class Dataset:
     partial: list[list[str]]
     negatives: list[list[str]]
     negative_kinds: list[list[str]]  # NegativeKind names, parallel to `negatives`
-    flawed: list[bool]  # whether the image holds flawed objects ("blobs") besides the prompt's
+    flawed: list[bool]  # whether the image contains flawed objects ("blobs") besides the prompt's
     root: pathlib.Path
 
     @property
