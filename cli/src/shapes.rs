@@ -34,9 +34,9 @@ pub enum ShapesCommand {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Share of images, 0 to 1, that also contain one or two flawed objects
-        /// (a colour between two palette colours, a dull colour, two colours) for the
-        /// critic to learn that they are not objects. The UNet trainer skips
-        /// those images.
+        /// (a colour between two palette colours, a dull colour, two colours,
+        /// or one colour fading into another) for the critic to learn that
+        /// they are not objects. The UNet trainer skips those images.
         #[arg(long, default_value_t = 0.0)]
         flawed_share: f64,
     },
