@@ -116,12 +116,16 @@ pub fn run(command: ShapesCommand) -> anyhow::Result<bool> {
                     .map(|shape| shape.word())
                     .unwrap_or("unknown shape");
                 println!(
-                    "  {} {shape} at ({:.0}, {:.0}), {}x{} px",
+                    "  {} {shape} at ({:.0}, {:.0}), {}x{} px \
+                     (fill {:.2}, vertical skew {:.2}, squareness {:.2})",
                     object.color.word(),
                     object.center.0,
                     object.center.1,
                     object.width,
-                    object.height
+                    object.height,
+                    object.fill_ratio,
+                    object.vertical_skew,
+                    object.squareness
                 );
             }
             Ok(verdict.correct)

@@ -44,6 +44,10 @@ pub struct DetectedObject {
     /// Skewness of the coverage along y, with y growing downwards: about 0
     /// for circles and squares and -0.57 for triangles with the apex up.
     pub vertical_skew: f32,
+    /// Four-fold moment of the coverage with both axes scaled to unit
+    /// variance: about 1 for squares, 0 for circles and -1 for squares
+    /// turned by 45 degrees.
+    pub squareness: f32,
 }
 
 /// Finds every coloured object in `image`.
@@ -127,6 +131,7 @@ fn describe_component(
         area: members.len() as u32,
         fill_ratio: features.fill_ratio,
         vertical_skew: features.vertical_skew,
+        squareness: features.squareness,
     }
 }
 

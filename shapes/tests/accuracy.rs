@@ -205,6 +205,7 @@ fn shape_feature_ranges() {
                 };
                 let mut fills = Vec::new();
                 let mut skews = Vec::new();
+                let mut squareness = Vec::new();
                 for _ in 0..1500 {
                     let clean = render(&spec, canvas_size, &mut rng).expect("spec renders");
                     let image = corruption
@@ -214,11 +215,13 @@ fn shape_feature_ranges() {
                     assert_eq!(found.len(), 1, "{shape} on {canvas_size} px");
                     fills.push(found[0].fill_ratio);
                     skews.push(found[0].vertical_skew);
+                    squareness.push(found[0].squareness);
                 }
                 eprintln!(
-                    "{label} {canvas_size} px {shape}: fill {} skew {}",
+                    "{label} {canvas_size} px {shape}: fill {} skew {} squareness {}",
                     percentiles(&mut fills),
-                    percentiles(&mut skews)
+                    percentiles(&mut skews),
+                    percentiles(&mut squareness)
                 );
             }
         }
