@@ -1,6 +1,6 @@
 //! Oracle agreement with a person's reading of generated images.
 //!
-//! `eval/generated/` holds 300 images drawn by the default generator for the
+//! `eval/generated/` contains 300 images drawn by the default generator for the
 //! built-in evaluation prompts, each labelled by hand as correct, incorrect
 //! or unclear by GenEval's rules. Generated images have bowed sides, soft
 //! corners and colour gradients that renders never show, so the oracle's
@@ -30,7 +30,7 @@ struct Label {
 const MIN_AGREEMENT: f64 = 0.80;
 
 #[test]
-fn oracle_agrees_with_hand_labels_on_generated_images() {
+fn oracle_matches_hand_labels() {
     let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../eval/generated");
     let labels = std::fs::read_to_string(folder.join("labels.jsonl")).expect("labels exist");
     // Per category: (labelled, agreed).
