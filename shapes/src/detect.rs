@@ -2,12 +2,13 @@
 //! pixels and connected components per colour. The `features` module
 //! measures and classifies the shape of each component.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::features::{Footprint, classify_shape, measure};
+use crate::features::{Footprint, classify_shape, measure, measure_any_hue};
 use crate::world::{Color, Shape};
 
 /// Minimum share of a palette colour's chroma that a pixel needs to count as
@@ -22,6 +23,10 @@ pub(crate) const MAX_HUE_DISTANCE: f32 = 30.0;
 /// Components smaller than this share of the canvas area are noise. Invented
 /// value: 12 px on a 64x64 canvas, a quarter of the smallest triangle.
 const MIN_AREA_FRACTION: f32 = 12.0 / 4096.0;
+/// Parts this many pixels apart or closer form one group. Blur and a fade
+/// through hues between two palette colours leave gaps of a pixel or two
+/// between the parts of one object. Invented value.
+const GROUP_DISTANCE: u32 = 2;
 
 /// An object found in an image.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -54,49 +59,36 @@ pub struct DetectedObject {
 ///
 /// A pixel belongs to a palette colour when its HSV hue is within 30 degrees
 /// of that colour's hue and its chroma (max minus min channel) is at least
-/// half of the colour's chroma. White and grey have no chroma, so the
-/// background may be any light neutral tone. Each 8-connected component of
-/// one colour is an object unless it covers less than 12/4096 of the image.
-/// Objects are sorted by centre, top to bottom and then left to right.
+/// half of the colour's chroma. Pixels with that much chroma but a hue
+/// outside every colour's window are coloured but unnamed. White and grey
+/// have no chroma, so the background may be any light neutral tone.
+///
+/// Each 8-connected component of one label is a part. A part of a palette
+/// colour is an object unless it covers less than 12/4096 of the image.
+/// Parts within two pixels of each other form a group, and a group becomes
+/// one object instead when it is one shape whose colour crosses palette
+/// boundaries (see [`merge_group`]). Objects are sorted by centre, top to
+/// bottom and then left to right.
 pub fn detect(image: &RgbImage) -> Vec<DetectedObject> {
     let (width, height) = image.dimensions();
-    let labels: Vec<Option<Color>> = image
-        .pixels()
-        .map(|pixel| classify_pixel(pixel.0))
-        .collect();
-    let min_area = (MIN_AREA_FRACTION * (width * height) as f32).max(1.0);
+    let min_area = (MIN_AREA_FRACTION * (width * height) as f32).ceil() as usize;
     let background = estimate_background(image);
+    let parts = segment(image);
 
-    let mut visited = vec![false; labels.len()];
     let mut objects = Vec::new();
-    let mut stack = Vec::new();
-    let mut members: Vec<(u32, u32)> = Vec::new();
-    for start in 0..labels.len() {
-        let Some(color) = labels[start] else {
-            continue;
-        };
-        if visited[start] {
-            continue;
-        }
-        visited[start] = true;
-        stack.push(start);
-        members.clear();
-        while let Some(index) = stack.pop() {
-            let x = (index % width as usize) as u32;
-            let y = (index / width as usize) as u32;
-            members.push((x, y));
-            for ny in y.saturating_sub(1)..=(y + 1).min(height - 1) {
-                for nx in x.saturating_sub(1)..=(x + 1).min(width - 1) {
-                    let neighbour = (ny * width + nx) as usize;
-                    if !visited[neighbour] && labels[neighbour] == Some(color) {
-                        visited[neighbour] = true;
-                        stack.push(neighbour);
-                    }
+    for group in group_parts(&parts, image.dimensions()) {
+        let separate: Vec<DetectedObject> = group
+            .iter()
+            .filter_map(|part| match part.label {
+                PixelLabel::Palette(color) if part.members.len() >= min_area => {
+                    Some(describe_component(image, background, &part.members, color))
                 }
-            }
-        }
-        if members.len() as f32 >= min_area {
-            objects.push(describe_component(image, background, &members, color));
+                _ => None,
+            })
+            .collect();
+        match merge_group(image, &group, &separate, min_area) {
+            Some(merged) => objects.push(merged),
+            None => objects.extend(separate),
         }
     }
     objects.sort_by(|a, b| {
@@ -107,6 +99,173 @@ pub fn detect(image: &RgbImage) -> Vec<DetectedObject> {
     objects
 }
 
+/// What segmentation calls a pixel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PixelLabel {
+    Background,
+    Palette(Color),
+    /// Coloured, but outside every palette colour's window.
+    Unnamed,
+}
+
+/// An 8-connected component of pixels with one label.
+struct Part {
+    label: PixelLabel,
+    members: Vec<(u32, u32)>,
+}
+
+fn label_pixel(rgb: [u8; 3]) -> PixelLabel {
+    if let Some(color) = classify_pixel(rgb) {
+        return PixelLabel::Palette(color);
+    }
+    let (_, chroma) = hue_and_chroma(rgb);
+    if chroma >= MIN_COVERAGE * weakest_chroma() {
+        PixelLabel::Unnamed
+    } else {
+        PixelLabel::Background
+    }
+}
+
+/// Returns the chroma of the palette's least saturated colour.
+fn weakest_chroma() -> f32 {
+    PALETTE
+        .iter()
+        .map(|entry| entry.chroma)
+        .fold(f32::INFINITY, f32::min)
+}
+
+/// Splits the image's non-background pixels into parts.
+fn segment(image: &RgbImage) -> Vec<Part> {
+    let (width, height) = image.dimensions();
+    let labels: Vec<PixelLabel> = image.pixels().map(|pixel| label_pixel(pixel.0)).collect();
+    let mut visited = vec![false; labels.len()];
+    let mut parts = Vec::new();
+    let mut stack = Vec::new();
+    for start in 0..labels.len() {
+        let label = labels[start];
+        if label == PixelLabel::Background || visited[start] {
+            continue;
+        }
+        visited[start] = true;
+        stack.push(start);
+        let mut members = Vec::new();
+        while let Some(index) = stack.pop() {
+            let x = (index % width as usize) as u32;
+            let y = (index / width as usize) as u32;
+            members.push((x, y));
+            for ny in y.saturating_sub(1)..=(y + 1).min(height - 1) {
+                for nx in x.saturating_sub(1)..=(x + 1).min(width - 1) {
+                    let neighbour = (ny * width + nx) as usize;
+                    if !visited[neighbour] && labels[neighbour] == label {
+                        visited[neighbour] = true;
+                        stack.push(neighbour);
+                    }
+                }
+            }
+        }
+        parts.push(Part { label, members });
+    }
+    parts
+}
+
+/// Returns the groups of parts that lie within [`GROUP_DISTANCE`] pixels of
+/// each other (8-connected at that distance), each group in part order.
+fn group_parts(parts: &[Part], dimensions: (u32, u32)) -> Vec<Vec<&Part>> {
+    let (width, height) = dimensions;
+    let mut part_at = vec![usize::MAX; (width * height) as usize];
+    for (index, part) in parts.iter().enumerate() {
+        for &(x, y) in &part.members {
+            part_at[(y * width + x) as usize] = index;
+        }
+    }
+    // Union-find over part indices, with path halving.
+    let mut parent: Vec<usize> = (0..parts.len()).collect();
+    let find = |parent: &mut Vec<usize>, mut index: usize| {
+        while parent[index] != index {
+            parent[index] = parent[parent[index]];
+            index = parent[index];
+        }
+        index
+    };
+    for (index, part) in parts.iter().enumerate() {
+        for &(x, y) in &part.members {
+            for ny in y.saturating_sub(GROUP_DISTANCE)..=(y + GROUP_DISTANCE).min(height - 1) {
+                for nx in x.saturating_sub(GROUP_DISTANCE)..=(x + GROUP_DISTANCE).min(width - 1) {
+                    let other = part_at[(ny * width + nx) as usize];
+                    if other != usize::MAX && other != index {
+                        let (a, b) = (find(&mut parent, index), find(&mut parent, other));
+                        parent[a] = b;
+                    }
+                }
+            }
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<&Part>> = BTreeMap::new();
+    for (index, part) in parts.iter().enumerate() {
+        groups
+            .entry(find(&mut parent, index))
+            .or_default()
+            .push(part);
+    }
+    groups.into_values().collect()
+}
+
+/// Returns one object for a group of parts that together draw one shape
+/// whose colour crosses palette boundaries, such as a square fading from
+/// green to blue, or `None` to keep the group's objects apart.
+///
+/// The group stays apart when it has one part, when less than half of its
+/// pixels have a palette colour, when two or more of its parts are shapes of
+/// their own with boxes that do not overlap (objects that touch), or when the
+/// whole group matches no shape. A merged object takes the palette colour
+/// with the most pixels, and its shape is measured on chroma alone, so the
+/// pixels between two palette hues count too.
+fn merge_group(
+    image: &RgbImage,
+    group: &[&Part],
+    separate: &[DetectedObject],
+    min_area: usize,
+) -> Option<DetectedObject> {
+    if group.len() < 2 {
+        return None;
+    }
+    let mut pixels_per_color: BTreeMap<Color, usize> = BTreeMap::new();
+    for part in group {
+        if let PixelLabel::Palette(color) = part.label {
+            *pixels_per_color.entry(color).or_default() += part.members.len();
+        }
+    }
+    let total: usize = group.iter().map(|part| part.members.len()).sum();
+    let named: usize = pixels_per_color.values().sum();
+    if named * 2 < total || total < min_area {
+        return None;
+    }
+    let touching_objects = separate.len() >= 2
+        && separate.iter().all(|object| object.shape.is_some())
+        && separate
+            .iter()
+            .enumerate()
+            .all(|(index, a)| separate[index + 1..].iter().all(|b| !boxes_overlap(a, b)));
+    if touching_objects {
+        return None;
+    }
+    let (&color, _) = pixels_per_color.iter().max_by_key(|(_, count)| **count)?;
+    let members: Vec<(u32, u32)> = group
+        .iter()
+        .flat_map(|part| part.members.iter().copied())
+        .collect();
+    let footprint = Footprint::new(&members, image.dimensions());
+    let features = measure_any_hue(image, &footprint, color);
+    let merged = object_from(&footprint, &members, features, color);
+    merged.shape.is_some().then_some(merged)
+}
+
+/// Returns whether the bounding boxes of two objects share any area.
+fn boxes_overlap(a: &DetectedObject, b: &DetectedObject) -> bool {
+    (a.center.0 - b.center.0).abs() * 2.0 < (a.width + b.width) as f32
+        && (a.center.1 - b.center.1).abs() * 2.0 < (a.height + b.height) as f32
+}
+
 fn describe_component(
     image: &RgbImage,
     background: [f32; 3],
@@ -114,10 +273,19 @@ fn describe_component(
     color: Color,
 ) -> DetectedObject {
     let footprint = Footprint::new(members, image.dimensions());
+    let features = measure(image, background, &footprint, color);
+    object_from(&footprint, members, features, color)
+}
+
+fn object_from(
+    footprint: &Footprint,
+    members: &[(u32, u32)],
+    features: crate::features::ShapeFeatures,
+    color: Color,
+) -> DetectedObject {
     let (min_x, min_y, max_x, max_y) = footprint.bounds();
     let box_width = max_x - min_x + 1;
     let box_height = max_y - min_y + 1;
-    let features = measure(image, background, &footprint, color);
     let aspect = box_width.max(box_height) as f32 / box_width.min(box_height) as f32;
     DetectedObject {
         shape: classify_shape(&features, aspect),
@@ -169,12 +337,8 @@ pub(crate) fn palette_entry(color: Color) -> PaletteEntry {
 /// colours outside the palette.
 pub fn classify_pixel(rgb: [u8; 3]) -> Option<Color> {
     let (hue, chroma) = hue_and_chroma(rgb);
-    let weakest_chroma = PALETTE
-        .iter()
-        .map(|entry| entry.chroma)
-        .fold(f32::INFINITY, f32::min);
     // Most pixels are background, which no colour can claim.
-    if chroma < MIN_COVERAGE * weakest_chroma {
+    if chroma < MIN_COVERAGE * weakest_chroma() {
         return None;
     }
     let (entry, distance) = PALETTE
@@ -247,6 +411,76 @@ mod tests {
             group: 0,
         };
         detect(&draw(&[object], 64))
+    }
+
+    /// Draws a 20 px square at the canvas centre whose colour goes from
+    /// `left` to `right` across it: `share(t)` of `right` at relative
+    /// position `t` (0 at the left edge, 1 at the right).
+    fn blended_square(left: Color, right: Color, share: impl Fn(f32) -> f32) -> RgbImage {
+        let square = |color: Color| {
+            let object = PlacedObject {
+                shape: Shape::Square,
+                color,
+                rgb: color.rgb(),
+                center: (32.0, 32.0),
+                size: 20.0,
+                group: 0,
+            };
+            draw(&[object], 64)
+        };
+        let (first, second) = (square(left), square(right));
+        RgbImage::from_fn(64, 64, |x, y| {
+            let t = share(((x as f32 + 0.5) - 22.0) / 20.0);
+            let (a, b) = (first.get_pixel(x, y).0, second.get_pixel(x, y).0);
+            image::Rgb([0, 1, 2].map(|channel| {
+                (f32::from(a[channel]) * (1.0 - t) + f32::from(b[channel]) * t).round() as u8
+            }))
+        })
+    }
+
+    #[test]
+    fn two_colour_square_is_one_square() {
+        // Red on the left 60%, orange on the right 40%.
+        let image = blended_square(
+            Color::Red,
+            Color::Orange,
+            |t| if t < 0.6 { 0.0 } else { 1.0 },
+        );
+        let found = detect(&image);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].shape, Some(Shape::Square));
+        assert_eq!(found[0].color, Color::Red);
+    }
+
+    #[test]
+    fn fading_square_is_one_square() {
+        // Green fading into blue through teal, which no palette colour claims.
+        let image = blended_square(Color::Green, Color::Blue, |t| t.clamp(0.0, 1.0));
+        let found = detect(&image);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].shape, Some(Shape::Square));
+    }
+
+    #[test]
+    fn touching_objects_stay_apart() {
+        let square = |color: Color, x: f32| PlacedObject {
+            shape: Shape::Square,
+            color,
+            rgb: color.rgb(),
+            center: (x, 32.0),
+            size: 16.0,
+            group: 0,
+        };
+        let image = draw(&[square(Color::Red, 20.0), square(Color::Orange, 37.0)], 64);
+        let found = detect(&image);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found
+                .iter()
+                .all(|object| object.shape == Some(Shape::Square))
+        );
+        assert_eq!(found[0].color, Color::Red);
+        assert_eq!(found[1].color, Color::Orange);
     }
 
     #[test]

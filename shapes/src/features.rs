@@ -36,8 +36,8 @@ const MAX_SKEW: f32 = 0.283;
 /// `shape_feature_ranges` in tests/accuracy.rs measured circles up to 0.21
 /// and squares down to 0.50. Generated squares often have bowed sides and
 /// soft corners, which lower their fill ratio into the circles' range (0.72
-/// to 0.86 on the hand-checked images in `eval/generated-labels.jsonl`) but
-/// keep their corners, so their squareness stays above 0.4.
+/// to 0.86 on the hand-labelled images in `eval/generated/`) but keep
+/// their corners, so their squareness mostly stays above 0.4.
 const SQUARE_THRESHOLD: f32 = 0.4;
 /// Fill ratio below which a component matches no shape. Invented value,
 /// under the triangle's 0.5 with room for noise.
@@ -173,13 +173,40 @@ pub(crate) fn measure(
     footprint: &Footprint,
     color: Color,
 ) -> ShapeFeatures {
+    measure_with(image, footprint, |pixel| coverage(pixel, color, background))
+}
+
+/// Measures a component whose colour crosses palette boundaries, taking a
+/// pixel's coverage as its chroma over the chroma of `color`, whatever its
+/// hue.
+pub(crate) fn measure_any_hue(
+    image: &RgbImage,
+    footprint: &Footprint,
+    color: Color,
+) -> ShapeFeatures {
+    let full = palette_entry(color).chroma;
+    measure_with(image, footprint, |pixel| {
+        let (_, chroma) = hue_and_chroma(pixel);
+        if chroma < NOISE_FLOOR * full {
+            0.0
+        } else {
+            (chroma / full).min(1.0)
+        }
+    })
+}
+
+fn measure_with(
+    image: &RgbImage,
+    footprint: &Footprint,
+    coverage_of: impl Fn([u8; 3]) -> f32,
+) -> ShapeFeatures {
     let (width, height) = (footprint.width, footprint.height);
     let mut weights = vec![0.0f32; (width * height) as usize];
     for y in 0..height {
         for x in 0..width {
             if footprint.is_near_member(x, y) {
                 let pixel = image.get_pixel(footprint.left + x, footprint.top + y).0;
-                weights[(y * width + x) as usize] = coverage(pixel, color, background);
+                weights[(y * width + x) as usize] = coverage_of(pixel);
             }
         }
     }
