@@ -99,7 +99,7 @@ pub fn detect(image: &RgbImage) -> Vec<DetectedObject> {
     objects
 }
 
-/// What segmentation calls a pixel.
+/// Segmentation label of a pixel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PixelLabel {
     Background,
@@ -214,10 +214,10 @@ fn group_parts(parts: &[Part], dimensions: (u32, u32)) -> Vec<Vec<&Part>> {
 /// whose colour crosses palette boundaries, such as a square fading from
 /// green to blue, or `None` to keep the group's objects apart.
 ///
-/// The group stays apart when it has one part, when less than half of its
-/// pixels have a palette colour, when two or more of its parts are shapes of
-/// their own with boxes that do not overlap (objects that touch), or when the
-/// whole group matches no shape. A merged object takes the palette colour
+/// The group stays apart in four cases. It has one part. Less than half of
+/// its pixels have a palette colour. Two or more of its parts are shapes of
+/// their own with boxes that do not overlap, which are objects that touch.
+/// Or the whole group matches no shape. A merged object takes the palette colour
 /// with the most pixels, and its shape is measured on chroma alone, so the
 /// pixels between two palette hues count too.
 fn merge_group(
@@ -240,6 +240,7 @@ fn merge_group(
     if named * 2 < total || total < min_area {
         return None;
     }
+
     let touching_objects = separate.len() >= 2
         && separate.iter().all(|object| object.shape.is_some())
         && separate
@@ -249,6 +250,7 @@ fn merge_group(
     if touching_objects {
         return None;
     }
+
     let (&color, _) = pixels_per_color.iter().max_by_key(|(_, count)| **count)?;
     let members: Vec<(u32, u32)> = group
         .iter()
