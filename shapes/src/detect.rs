@@ -1,6 +1,7 @@
 //! Object detection by plain image analysis: palette classification of
-//! pixels and connected components per colour. The `features` module
-//! measures and classifies the shape of each component.
+//! pixels, connected components per colour, and grouping of nearby components
+//! that draw one shape in several colours. The `features` module measures
+//! and classifies the shape of each object.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -8,7 +9,7 @@ use std::sync::LazyLock;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::features::{Footprint, classify_shape, measure, measure_any_hue};
+use crate::features::{Footprint, ShapeFeatures, classify_shape, measure, measure_any_hue};
 use crate::world::{Color, Shape};
 
 /// Minimum share of a palette colour's chroma that a pixel needs to count as
@@ -128,10 +129,13 @@ fn label_pixel(rgb: [u8; 3]) -> PixelLabel {
 
 /// Returns the chroma of the palette's least saturated colour.
 fn weakest_chroma() -> f32 {
-    PALETTE
-        .iter()
-        .map(|entry| entry.chroma)
-        .fold(f32::INFINITY, f32::min)
+    static WEAKEST: LazyLock<f32> = LazyLock::new(|| {
+        PALETTE
+            .iter()
+            .map(|entry| entry.chroma)
+            .fold(f32::INFINITY, f32::min)
+    });
+    *WEAKEST
 }
 
 /// Splits the image's non-background pixels into parts.
@@ -217,9 +221,9 @@ fn group_parts(parts: &[Part], dimensions: (u32, u32)) -> Vec<Vec<&Part>> {
 /// The group stays apart in four cases. It has one part. Less than half of
 /// its pixels have a palette colour. Two or more of its parts are shapes of
 /// their own with boxes that do not overlap, which are objects that touch.
-/// Or the whole group matches no shape. A merged object takes the palette colour
-/// with the most pixels, and its shape is measured on chroma alone, so the
-/// pixels between two palette hues count too.
+/// Or the whole group matches no shape. A merged object takes the palette
+/// colour with the most pixels, and its shape is measured on chroma alone,
+/// so the pixels between two palette hues count too.
 fn merge_group(
     image: &RgbImage,
     group: &[&Part],
@@ -279,10 +283,12 @@ fn describe_component(
     object_from(&footprint, members, features, color)
 }
 
+/// Builds the object of one component or group from its footprint, pixels
+/// and measured features.
 fn object_from(
     footprint: &Footprint,
     members: &[(u32, u32)],
-    features: crate::features::ShapeFeatures,
+    features: ShapeFeatures,
     color: Color,
 ) -> DetectedObject {
     let (min_x, min_y, max_x, max_y) = footprint.bounds();
