@@ -39,6 +39,13 @@ pub enum ShapesCommand {
         /// they are not objects. The UNet trainer skips those images.
         #[arg(long, default_value_t = 0.0)]
         flawed_share: f64,
+        /// Share of images, 0 to 1, with one or two of their objects drawn
+        /// in a generator's style (a square with rounded corners, or a colour
+        /// that fades part of the way to the next palette colour), for the
+        /// critic to learn that these are still the same objects. The UNet
+        /// trainer skips those images.
+        #[arg(long, default_value_t = 0.0)]
+        styled_share: f64,
     },
     /// Measure the models with the oracle: the generator's single-shot
     /// accuracy per category, and the critic's agreement with the oracle.
@@ -67,12 +74,18 @@ pub fn run(command: ShapesCommand) -> anyhow::Result<bool> {
             canvas,
             seed,
             flawed_share,
+            styled_share,
         } => {
             if count == 0 {
                 anyhow::bail!("--count 0 is invalid; it must be at least 1");
             }
             let started = std::time::Instant::now();
-            let summary = redraft_shapes::write_dataset(&dir, count, canvas, seed, flawed_share)?;
+            let options = redraft_shapes::DatasetOptions {
+                flawed_share,
+                styled_share,
+                ..redraft_shapes::DatasetOptions::new(count, canvas, seed)
+            };
+            let summary = redraft_shapes::write_dataset(&dir, &options)?;
             let tokenizer =
                 redraft_common::tokenizer::build_word_level(&redraft_shapes::vocabulary());
             let tokenizer_path = dir.join("tokenizer.json");

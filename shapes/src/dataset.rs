@@ -14,6 +14,7 @@ use crate::captions::{NegativeKind, hard_negatives, partial_captions};
 use crate::flaws::{FlawKind, add_flaws, counted_flaw_caption, flaw_caption};
 use crate::grammar::sample_prompt;
 use crate::render::{RenderError, draw, layout};
+use crate::styles::{StyleKind, restyle};
 use crate::world::Category;
 
 /// File name of the caption list inside a dataset directory.
@@ -36,6 +37,10 @@ pub struct CaptionRecord {
     /// for most images, and absent from the JSON line then.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flaws: Vec<FlawKind>,
+    /// Kinds of the styles some of the prompt's objects are drawn in; empty
+    /// for most images, and absent from the JSON line then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub styles: Vec<StyleKind>,
 }
 
 /// A hard negative caption and how it differs from the prompt.
@@ -74,14 +79,42 @@ pub enum DatasetError {
         prompt: String,
         source: RenderError,
     },
-    #[error("flawed share {value} is outside the range 0 to 1")]
-    InvalidFlawedShare { value: f64 },
+    #[error("{field} {value} is outside the range 0 to 1")]
+    InvalidShare { field: &'static str, value: f64 },
     #[error("invalid caption record on line {line} of {path}: {source}")]
     InvalidRecord {
         path: PathBuf,
         line: usize,
         source: serde_json::Error,
     },
+}
+
+/// What [`write_dataset`] renders.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DatasetOptions {
+    /// Number of images.
+    pub count: usize,
+    /// Canvas side in pixels.
+    pub canvas_size: u32,
+    pub seed: u64,
+    /// Share of images, 0 to 1, with one or two flawed objects.
+    pub flawed_share: f64,
+    /// Share of images, 0 to 1, with one or two objects drawn in a style.
+    pub styled_share: f64,
+}
+
+impl DatasetOptions {
+    /// Options for `count` plain images of `canvas_size` pixels: no flawed
+    /// or styled objects.
+    pub fn new(count: usize, canvas_size: u32, seed: u64) -> Self {
+        DatasetOptions {
+            count,
+            canvas_size,
+            seed,
+            flawed_share: 0.0,
+            styled_share: 0.0,
+        }
+    }
 }
 
 /// Renders `count` images of `canvas_size` pixels into `dir/images/` and
@@ -97,18 +130,24 @@ pub enum DatasetError {
 /// or two flawed objects ([`crate::flaws`]). Their partial captions include
 /// "a blob" or "two blobs", and a `counted_flaw` negative counts a flaw as
 /// the object it resembles. Every other image gets the negative "a blob".
-/// With 0 the dataset has no flaws and is the same as before flaws existed.
-pub fn write_dataset(
-    dir: &Path,
-    count: usize,
-    canvas_size: u32,
-    seed: u64,
-    flawed_share: f64,
-) -> Result<DatasetSummary, DatasetError> {
-    if !(0.0..=1.0).contains(&flawed_share) {
-        return Err(DatasetError::InvalidFlawedShare {
-            value: flawed_share,
-        });
+/// With a `styled_share` above 0, that share of the images has one or two of
+/// its objects drawn in a style ([`crate::styles`]); captions do not change.
+/// With both at 0 the dataset is the same as before flaws and styles existed.
+pub fn write_dataset(dir: &Path, options: &DatasetOptions) -> Result<DatasetSummary, DatasetError> {
+    let DatasetOptions {
+        count,
+        canvas_size,
+        seed,
+        flawed_share,
+        styled_share,
+    } = *options;
+    for (field, value) in [
+        ("flawed share", flawed_share),
+        ("styled share", styled_share),
+    ] {
+        if !(0.0..=1.0).contains(&value) {
+            return Err(DatasetError::InvalidShare { field, value });
+        }
     }
     let images_dir = dir.join(IMAGES_DIR);
     fs::create_dir_all(&images_dir).map_err(|source| DatasetError::CreateDir {
@@ -166,6 +205,11 @@ pub fn write_dataset(
                 });
             }
         }
+        let mut styles = Vec::new();
+        if styled_share > 0.0 && rng.random_bool(styled_share) {
+            let requested = rng.random_range(1..=2);
+            styles = restyle(&mut image, &spec, &objects, requested, &mut rng);
+        }
         let relative = format!("{IMAGES_DIR}/{index:06}.png");
         let image_path = dir.join(&relative);
         image
@@ -182,6 +226,7 @@ pub fn write_dataset(
             partial,
             negatives,
             flaws,
+            styles,
         };
         serde_json::to_writer(&mut captions, &record)
             .map_err(|error| write_error(io::Error::from(error)))?;
@@ -244,7 +289,8 @@ mod tests {
     #[test]
     fn dataset_layout_and_records() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let summary = write_dataset(dir.path(), 14, 64, 5, 0.0).expect("dataset writes");
+        let summary =
+            write_dataset(dir.path(), &DatasetOptions::new(14, 64, 5)).expect("dataset writes");
         assert_eq!(summary.images, 14);
         assert_eq!(summary.captions_path, dir.path().join(CAPTIONS_FILE));
         let counts: Vec<usize> = summary.per_category.iter().map(|(_, n)| *n).collect();
@@ -269,7 +315,7 @@ mod tests {
     #[test]
     fn json_lines_use_documented_keys() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        write_dataset(dir.path(), 6, 64, 1, 0.0).expect("dataset writes");
+        write_dataset(dir.path(), &DatasetOptions::new(6, 64, 1)).expect("dataset writes");
         let text = fs::read_to_string(dir.path().join(CAPTIONS_FILE)).expect("captions read");
         let last = text.lines().last().expect("six lines");
         let value: serde_json::Value = serde_json::from_str(last).expect("valid JSON");
@@ -285,8 +331,8 @@ mod tests {
     fn dataset_is_deterministic() {
         let first = tempfile::tempdir().expect("temporary directory");
         let second = tempfile::tempdir().expect("temporary directory");
-        write_dataset(first.path(), 8, 64, 42, 0.0).expect("dataset writes");
-        write_dataset(second.path(), 5, 64, 42, 0.0).expect("dataset writes");
+        write_dataset(first.path(), &DatasetOptions::new(8, 64, 42)).expect("dataset writes");
+        write_dataset(second.path(), &DatasetOptions::new(5, 64, 42)).expect("dataset writes");
         let first_records = read_captions(&first.path().join(CAPTIONS_FILE)).expect("read");
         let second_records = read_captions(&second.path().join(CAPTIONS_FILE)).expect("read");
         assert_eq!(first_records[..5], second_records[..]);
@@ -300,7 +346,11 @@ mod tests {
     #[test]
     fn flawed_images_captioned_as_blobs() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        write_dataset(dir.path(), 60, 64, 9, 0.5).expect("dataset writes");
+        let options = DatasetOptions {
+            flawed_share: 0.5,
+            ..DatasetOptions::new(60, 64, 9)
+        };
+        write_dataset(dir.path(), &options).expect("dataset writes");
         let records = read_captions(&dir.path().join(CAPTIONS_FILE)).expect("captions read");
         let flawed: Vec<&CaptionRecord> = records.iter().filter(|r| !r.flaws.is_empty()).collect();
         assert!(
@@ -341,13 +391,55 @@ mod tests {
     }
 
     #[test]
-    fn flawed_share_out_of_range() {
+    fn styled_images_record_styles() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let options = DatasetOptions {
+            styled_share: 0.5,
+            ..DatasetOptions::new(60, 64, 9)
+        };
+        write_dataset(dir.path(), &options).expect("dataset writes");
+        let records = read_captions(&dir.path().join(CAPTIONS_FILE)).expect("captions read");
+        let styled = records.iter().filter(|r| !r.styles.is_empty()).count();
+        assert!(
+            (15..=45).contains(&styled),
+            "{styled} of 60 images are styled"
+        );
+        for record in &records {
+            let image = image::open(dir.path().join(&record.image))
+                .expect("image opens")
+                .to_rgb8();
+            for text in std::iter::once(&record.prompt).chain(&record.partial) {
+                let verdict = judge(&image, text).expect("caption parses");
+                assert!(verdict.correct, "{text}: {}", verdict.reason);
+            }
+            for negative in &record.negatives {
+                let verdict = judge(&image, &negative.text).expect("negative parses");
+                assert!(!verdict.correct, "{}: {}", record.prompt, negative.text);
+            }
+        }
+    }
+
+    #[test]
+    fn shares_out_of_range() {
         let dir = tempfile::tempdir().expect("temporary directory");
         for value in [-0.1, 1.5, f64::NAN] {
-            let error = write_dataset(dir.path(), 2, 64, 1, value).expect_err("share is invalid");
-            assert!(
-                error.to_string().contains("outside the range 0 to 1"),
-                "{error}"
+            let flawed = DatasetOptions {
+                flawed_share: value,
+                ..DatasetOptions::new(2, 64, 1)
+            };
+            let error = write_dataset(dir.path(), &flawed).expect_err("share is invalid");
+            assert_eq!(
+                error.to_string(),
+                format!("flawed share {value} is outside the range 0 to 1")
+            );
+            let styled = DatasetOptions {
+                styled_share: value,
+                ..DatasetOptions::new(2, 64, 1)
+            };
+            let error = write_dataset(dir.path(), &styled).expect_err("share is invalid");
+            assert_eq!(
+                error.to_string(),
+                format!("styled share {value} is outside the range 0 to 1")
             );
         }
     }
@@ -355,7 +447,8 @@ mod tests {
     #[test]
     fn invalid_canvas_reports_item() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let error = write_dataset(dir.path(), 3, 8, 1, 0.0).expect_err("canvas too small");
+        let error =
+            write_dataset(dir.path(), &DatasetOptions::new(3, 8, 1)).expect_err("canvas too small");
         assert!(
             matches!(error, DatasetError::Render { index: 0, .. }),
             "{error}"

@@ -17,9 +17,7 @@ use crate::captions::caption;
 use crate::detect::detect;
 use crate::grammar::NUMBER_WORDS;
 use crate::oracle::judge_spec;
-use crate::render::{
-    LayoutRules, POSITION_ATTEMPTS, PlacedObject, SUPERSAMPLING, pixel_box, subsample_offsets,
-};
+use crate::render::{LayoutRules, POSITION_ATTEMPTS, PlacedObject, paint};
 use crate::world::{Color, MAX_COUNT, ObjectGroup, Shape, Spec};
 
 /// The noun the captions use for one flawed object.
@@ -254,33 +252,13 @@ fn mix(from: [f32; 3], to: [f32; 3], share: f32) -> [u8; 3] {
 
 /// Draws `flaw` over `image` with the renderer's 4x4 supersampling.
 fn draw_flaw(image: &mut RgbImage, flaw: &FlawedObject) {
-    let samples = (SUPERSAMPLING * SUPERSAMPLING) as f32;
-    let (columns, rows) = pixel_box(flaw.center, flaw.size, image.dimensions());
-    for y in rows {
-        for x in columns.clone() {
-            let mut covered = 0u32;
-            let mut sum = [0.0f32; 3];
-            for (dx, dy) in subsample_offsets() {
-                let (sx, sy) = (x as f32 + dx, y as f32 + dy);
-                if flaw.contains(sx, sy) {
-                    covered += 1;
-                    for (total, value) in sum.iter_mut().zip(flaw.color_at(sx, sy)) {
-                        *total += f32::from(value);
-                    }
-                }
-            }
-            if covered == 0 {
-                continue;
-            }
-            let coverage = covered as f32 / samples;
-            let pixel = image.get_pixel_mut(x, y);
-            for (channel, total) in pixel.0.iter_mut().zip(sum) {
-                let target = total / covered as f32;
-                *channel =
-                    (f32::from(*channel) * (1.0 - coverage) + target * coverage).round() as u8;
-            }
-        }
-    }
+    paint(
+        image,
+        flaw.center,
+        flaw.size,
+        |x, y| flaw.contains(x, y),
+        |x, y| flaw.color_at(x, y),
+    );
 }
 
 /// Writes a caption that counts `flaw` as the palette object it resembles:

@@ -31,6 +31,7 @@ pub mod flaws;
 pub mod grammar;
 pub mod oracle;
 pub mod render;
+pub mod styles;
 pub mod world;
 
 pub use augment::{
@@ -38,8 +39,8 @@ pub use augment::{
 };
 pub use captions::{NegativeKind, caption, hard_negatives, partial_captions};
 pub use dataset::{
-    CAPTIONS_FILE, CaptionRecord, DatasetError, DatasetSummary, IMAGES_DIR, NegativeRecord,
-    eval_prompts, read_captions, write_dataset,
+    CAPTIONS_FILE, CaptionRecord, DatasetError, DatasetOptions, DatasetSummary, IMAGES_DIR,
+    NegativeRecord, eval_prompts, read_captions, write_dataset,
 };
 pub use detect::{DetectedObject, classify_pixel, detect};
 pub use flaws::{
@@ -54,6 +55,7 @@ pub use render::{
     BACKGROUND, DEFAULT_CANVAS_SIZE, LayoutRules, MIN_CANVAS_SIZE, PlacedObject, RenderError, draw,
     layout, render,
 };
+pub use styles::{StyleKind, restyle};
 pub use world::{
     Category, Color, MAX_COUNT, MAX_OBJECTS, MIN_COUNT, ObjectGroup, Relation, Shape, Spec,
     SpecError, UnknownCategory,

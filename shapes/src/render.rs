@@ -240,29 +240,56 @@ fn jitter<R: Rng + ?Sized>(rgb: [u8; 3], rng: &mut R) -> [u8; 3] {
 /// Draws `objects` on a blank canvas with 4x4 supersampling per pixel.
 pub fn draw(objects: &[PlacedObject], canvas_size: u32) -> RgbImage {
     let mut image = RgbImage::from_pixel(canvas_size, canvas_size, Rgb(BACKGROUND));
-    let samples = (SUPERSAMPLING * SUPERSAMPLING) as f32;
-
     for object in objects {
-        let (columns, rows) = pixel_box(object.center, object.size, (canvas_size, canvas_size));
-        for y in rows {
-            for x in columns.clone() {
-                let covered = subsample_offsets()
-                    .filter(|&(dx, dy)| object.contains(x as f32 + dx, y as f32 + dy))
-                    .count();
-                if covered == 0 {
-                    continue;
+        paint(
+            &mut image,
+            object.center,
+            object.size,
+            |x, y| object.contains(x, y),
+            |_, _| object.rgb,
+        );
+    }
+    image
+}
+
+/// Paints one shape over `image` with 4x4 supersampling: the samples of each
+/// pixel in the box of side `size` around `center` for which `contains` holds
+/// take their colour from `color_at`, and the pixel moves towards their mean
+/// colour by the share of samples covered.
+pub(crate) fn paint(
+    image: &mut RgbImage,
+    center: (f32, f32),
+    size: f32,
+    contains: impl Fn(f32, f32) -> bool,
+    color_at: impl Fn(f32, f32) -> [u8; 3],
+) {
+    let samples = (SUPERSAMPLING * SUPERSAMPLING) as f32;
+    let (columns, rows) = pixel_box(center, size, image.dimensions());
+    for y in rows {
+        for x in columns.clone() {
+            let mut covered = 0u32;
+            let mut sum = [0.0f32; 3];
+            for (dx, dy) in subsample_offsets() {
+                let (sx, sy) = (x as f32 + dx, y as f32 + dy);
+                if contains(sx, sy) {
+                    covered += 1;
+                    for (total, value) in sum.iter_mut().zip(color_at(sx, sy)) {
+                        *total += f32::from(value);
+                    }
                 }
-                let coverage = covered as f32 / samples;
-                let pixel = image.get_pixel_mut(x, y);
-                for (channel, target) in pixel.0.iter_mut().zip(object.rgb) {
-                    let blended =
-                        f32::from(*channel) * (1.0 - coverage) + f32::from(target) * coverage;
-                    *channel = blended.round() as u8;
-                }
+            }
+            if covered == 0 {
+                continue;
+            }
+            let coverage = covered as f32 / samples;
+            let pixel = image.get_pixel_mut(x, y);
+            for (channel, total) in pixel.0.iter_mut().zip(sum) {
+                let target = total / covered as f32;
+                *channel =
+                    (f32::from(*channel) * (1.0 - coverage) + target * coverage).round() as u8;
             }
         }
     }
-    image
 }
 
 /// Returns the columns and rows of the pixels that the square box of side

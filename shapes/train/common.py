@@ -57,6 +57,7 @@ class Dataset:
     negatives: list[list[str]]
     negative_kinds: list[list[str]]  # NegativeKind names, parallel to `negatives`
     flawed: list[bool]  # whether the image contains flawed objects ("blobs") besides the prompt's
+    styled: list[bool]  # whether some of the prompt's objects are drawn in a generator's style
     root: pathlib.Path
 
     @property
@@ -78,6 +79,7 @@ def load_dataset(root: pathlib.Path) -> Dataset:
         negatives=[[negative["text"] for negative in record["negatives"]] for record in records],
         negative_kinds=[[negative["kind"] for negative in record["negatives"]] for record in records],
         flawed=[bool(record.get("flaws")) for record in records],
+        styled=[bool(record.get("styles")) for record in records],
         root=root,
     )
 

@@ -47,7 +47,7 @@ class ShortTrainingRun(unittest.TestCase):
         cls.temp = tempfile.TemporaryDirectory()
         cls.root = pathlib.Path(cls.temp.name)
         cls.data = cls.root / "data"
-        subprocess.run([str(REDRAFT), "shapes", "dataset", str(cls.data), "--count", str(IMAGES), "--seed", "0", "--flawed-share", "0.3"], check=True)
+        subprocess.run([str(REDRAFT), "shapes", "dataset", str(cls.data), "--count", str(IMAGES), "--seed", "0", "--flawed-share", "0.3", "--styled-share", "0.3"], check=True)
         common = ["--data", str(cls.data), "--seed", "0", "--threads", "1", "--log-every", "5"]
 
         cls.clip = cls.root / "clip"
@@ -96,9 +96,10 @@ class ShortTrainingRun(unittest.TestCase):
             {"wrong_count", "swapped_colors", "other_color", "opposite_relation", "other_shape", "relation_probe", "counted_flaw", "blob"},
         )
 
-    def test_unet_skips_flawed_images(self):
+    def test_unet_skips_flawed_and_styled_images(self):
         records = [json.loads(line) for line in (self.data / "captions.jsonl").read_text().splitlines()]
-        clean = sum(1 for record in records if not record.get("flaws"))
+        self.assertTrue(any(record.get("styles") for record in records))
+        clean = sum(1 for record in records if not record.get("flaws") and not record.get("styles"))
         self.assertLess(clean, IMAGES)
         self.assertEqual(json.loads((self.unet / "summary.json").read_text())["images"], clean)
 

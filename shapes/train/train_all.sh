@@ -19,6 +19,7 @@ redraft="${REDRAFT:-$root/target/release/redraft}"
 seed="${SEED:-0}"
 images="${IMAGES:-50000}"
 flawed_share="${FLAWED_SHARE:-0.3}"
+styled_share="${STYLED_SHARE:-0.3}"
 clip_steps="${CLIP_STEPS:-2000}"
 vae_steps="${VAE_STEPS:-1500}"
 unet_steps="${UNET_STEPS:-6000}"
@@ -27,8 +28,9 @@ mkdir -p "$run"
 started=$(date +%s)
 
 if [[ ! -f "$run/data/captions.jsonl" ]]; then
-  echo "== rendering $images images, a share of $flawed_share with flawed objects"
-  "$redraft" shapes dataset "$run/data" --count "$images" --seed "$seed" --flawed-share "$flawed_share"
+  echo "== rendering $images images, a share of $flawed_share with flawed objects and of $styled_share with styled ones"
+  "$redraft" shapes dataset "$run/data" --count "$images" --seed "$seed" \
+    --flawed-share "$flawed_share" --styled-share "$styled_share"
 fi
 
 echo "== training CLIP and the VAE side by side"

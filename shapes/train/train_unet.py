@@ -81,12 +81,12 @@ def main(argv: list[str] | None = None) -> None:
     set_threads(args.threads)
     seed_everything(args.seed)
     data = load_dataset(args.data)
-    # Images with flawed objects teach the critic what is not an object. The
-    # generator learns only from images that match their prompts exactly.
-    usable = [index for index in range(data.size) if not data.flawed[index]]
+    # Images with flawed or styled objects teach the critic what is and is not
+    # an object. The generator learns only from plain renders of the prompt.
+    usable = [index for index in range(data.size) if not data.flawed[index] and not data.styled[index]]
     images = data.images[usable]
     prompts = [data.prompts[index] for index in usable]
-    print(f"training on the {len(usable)} images without flawed objects", flush=True)
+    print(f"training on the {len(usable)} images without flawed or styled objects", flush=True)
     clip = CLIPModel.from_pretrained(args.clip).float().eval()
     vae = AutoencoderKL.from_pretrained(args.vae).float().eval()
     tokenizer = PromptTokenizer(args.data / "tokenizer.json", clip.config.text_config.max_position_embeddings)
