@@ -89,7 +89,7 @@ pub enum DatasetError {
     },
 }
 
-/// What [`write_dataset`] renders.
+/// Size, seed and extra objects of a dataset for [`write_dataset`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DatasetOptions {
     /// Number of images.
@@ -131,8 +131,9 @@ impl DatasetOptions {
 /// "a blob" or "two blobs", and a `counted_flaw` negative counts a flaw as
 /// the object it resembles. Every other image gets the negative "a blob".
 /// With a `styled_share` above 0, that share of the images has one or two of
-/// its objects drawn in a style ([`crate::styles`]); captions do not change.
-/// With both at 0 the dataset is the same as before flaws and styles existed.
+/// its objects drawn in a style ([`crate::styles`]), and the captions stay
+/// the same. With both at 0 the dataset is the same as before flaws and
+/// styles existed.
 pub fn write_dataset(dir: &Path, options: &DatasetOptions) -> Result<DatasetSummary, DatasetError> {
     let DatasetOptions {
         count,

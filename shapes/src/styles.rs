@@ -32,7 +32,7 @@ pub enum StyleKind {
     PartialFade,
 }
 
-/// How one object is restyled.
+/// Parameters of one object's style.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Style {
     kind: StyleKind,
