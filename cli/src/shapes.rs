@@ -40,10 +40,10 @@ pub enum ShapesCommand {
         #[arg(long, default_value_t = 0.0)]
         flawed_share: f64,
         /// Share of images, 0 to 1, with one or two of their objects drawn
-        /// in a generator's style (a square with rounded corners, or a colour
-        /// that fades part of the way to the next palette colour), for the
-        /// critic to learn that these are still the same objects. The UNet
-        /// trainer skips those images.
+        /// in a generator's style: a square with rounded corners, or a colour
+        /// that fades part of the way to the next palette colour. The critic
+        /// learns from them that these are still the same objects, and the
+        /// UNet trainer skips them.
         #[arg(long, default_value_t = 0.0)]
         styled_share: f64,
     },

@@ -252,10 +252,10 @@ pub fn draw(objects: &[PlacedObject], canvas_size: u32) -> RgbImage {
     image
 }
 
-/// Paints one shape over `image` with 4x4 supersampling: the samples of each
-/// pixel in the box of side `size` around `center` for which `contains` holds
-/// take their colour from `color_at`, and the pixel moves towards their mean
-/// colour by the share of samples covered.
+/// Paints one shape over `image` with 4x4 supersampling. In each pixel of
+/// the box of side `size` around `center`, the samples inside the shape
+/// (where `contains` is true) take their colour from `color_at`, and the
+/// pixel moves towards their mean colour by the share of samples inside.
 pub(crate) fn paint(
     image: &mut RgbImage,
     center: (f32, f32),

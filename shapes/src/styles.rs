@@ -62,7 +62,7 @@ pub fn restyle<R: Rng + ?Sized>(
 ) -> Vec<StyleKind> {
     let before = readings(image);
     let chosen = sample(rng, placed.len(), count.min(placed.len()));
-    let mut kept = Vec::new();
+    let mut kinds_kept = Vec::new();
     for index in chosen {
         let object = &placed[index];
         for _ in 0..STYLE_ATTEMPTS {
@@ -73,12 +73,12 @@ pub fn restyle<R: Rng + ?Sized>(
             let still_correct = judge_spec(&candidate, spec).is_ok_and(|verdict| verdict.correct);
             if same_objects && still_correct {
                 *image = candidate;
-                kept.push(style.kind);
+                kinds_kept.push(style.kind);
                 break;
             }
         }
     }
-    kept
+    kinds_kept
 }
 
 /// Returns the shapes and colours the oracle detects, in a fixed order.

@@ -3,9 +3,9 @@
 //! `eval/generated/` contains 300 images drawn by the default generator for the
 //! built-in evaluation prompts, each labelled by hand as correct, incorrect
 //! or unclear by GenEval's rules. Generated images have bowed sides, soft
-//! corners and colour gradients that renders never show, so the oracle's
-//! accuracy on renders says little about them; this test measures it where
-//! the evaluation uses it.
+//! corners and colour gradients that renders never show. The oracle's
+//! accuracy on renders does not carry over to them, so this test measures
+//! it on the images the evaluation judges.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,9 +22,9 @@ struct Label {
     human: String,
 }
 
-/// Agreement of the oracle in effect when the labels were made, which told
-/// squares from circles by fill ratio and split objects by colour, was 0.737
-/// (182 of 247). Squareness raised it to 0.810 (200), and grouping the parts
+/// Agreement of the oracle in effect when the labels were made, which
+/// separated squares from circles by fill ratio and split objects by colour,
+/// was 0.737 (182 of 247). Squareness raised it to 0.810 (200), and grouping the parts
 /// of one object whose colour crosses palette boundaries to 0.919 (227).
 const MIN_AGREEMENT: f64 = 0.90;
 
