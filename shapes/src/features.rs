@@ -195,6 +195,8 @@ pub(crate) fn measure_any_hue(
     })
 }
 
+/// Measures the features of the component in `footprint`, with
+/// `coverage_of` giving each pixel's coverage from 0 to 1.
 fn measure_with(
     image: &RgbImage,
     footprint: &Footprint,
