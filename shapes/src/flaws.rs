@@ -242,7 +242,7 @@ fn sample_flaw<R: Rng + ?Sized>(kind: FlawKind, rng: &mut R) -> FlawedObject {
 }
 
 /// Returns `from` moved `share` of the way to `to`, per channel.
-fn mix(from: [f32; 3], to: [f32; 3], share: f32) -> [u8; 3] {
+pub(crate) fn mix(from: [f32; 3], to: [f32; 3], share: f32) -> [u8; 3] {
     std::array::from_fn(|channel| {
         (from[channel] + (to[channel] - from[channel]) * share)
             .round()

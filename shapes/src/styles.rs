@@ -14,6 +14,7 @@ use rand::seq::index::sample;
 use serde::{Deserialize, Serialize};
 
 use crate::detect::detect;
+use crate::flaws::mix;
 use crate::oracle::judge_spec;
 use crate::render::{BACKGROUND, PlacedObject, paint, pixel_box};
 use crate::world::{Color, Shape, Spec};
@@ -118,11 +119,7 @@ fn sample_style<R: Rng + ?Sized>(object: &PlacedObject, rng: &mut R) -> Style {
             };
             let neighbour = Color::ALL[(index + step) % Color::ALL.len()].rgb();
             let share = rng.random_range(0.3..=0.7);
-            style.fade_rgb = std::array::from_fn(|channel| {
-                let from = f32::from(object.rgb[channel]);
-                let to = f32::from(neighbour[channel]);
-                (from + (to - from) * share).round() as u8
-            });
+            style.fade_rgb = mix(object.rgb.map(f32::from), neighbour.map(f32::from), share);
         }
     }
     style
@@ -151,11 +148,11 @@ fn draw_styled(image: &mut RgbImage, object: &PlacedObject, style: &Style) {
     let color_at = |x: f32, y: f32| {
         let along = (x - object.center.0) * cos + (y - object.center.1) * sin;
         let share = (0.5 + along / object.size).clamp(0.0, 1.0);
-        std::array::from_fn(|channel| {
-            let from = f32::from(object.rgb[channel]);
-            let to = f32::from(style.fade_rgb[channel]);
-            (from + (to - from) * share).round() as u8
-        })
+        mix(
+            object.rgb.map(f32::from),
+            style.fade_rgb.map(f32::from),
+            share,
+        )
     };
     paint(image, object.center, object.size, contains, color_at);
 }
