@@ -47,6 +47,18 @@ pub enum ShapesCommand {
         #[arg(long, default_value_t = 0.0)]
         styled_share: f64,
     },
+    /// Caption images a generator drew with what the oracle reads in them:
+    /// reads DIR/samples.jsonl (image, prompt; `shapes/train/sample.py`
+    /// writes it) and writes DIR/captions.jsonl, so that DIR loads as a
+    /// dataset for the critic's trainer. Images the shapes grammar cannot
+    /// describe are left out.
+    Label {
+        /// Folder with samples.jsonl and the images it names.
+        dir: PathBuf,
+        /// Seed of the hard negatives.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Measure the models with the oracle: the generator's single-shot
     /// accuracy per category, and the critic's agreement with the oracle.
     Eval(crate::shapes_eval::ShapesEvalArgs),
@@ -99,6 +111,25 @@ pub fn run(command: ShapesCommand) -> anyhow::Result<bool> {
                 tokenizer_path.display(),
                 started.elapsed().as_secs_f64()
             );
+            Ok(true)
+        }
+        ShapesCommand::Label { dir, seed } => {
+            let started = Instant::now();
+            let summary = redraft_shapes::label_samples(&dir, seed)?;
+            let share = |count: usize| count as f64 / summary.images.max(1) as f64;
+            println!(
+                "captioned {} of {} images ({:.3}) in {} in {:.1} s; {} ({:.3}) show their prompt",
+                summary.labelled,
+                summary.images,
+                share(summary.labelled),
+                dir.join(redraft_shapes::CAPTIONS_FILE).display(),
+                started.elapsed().as_secs_f64(),
+                summary.matching_prompt,
+                share(summary.matching_prompt),
+            );
+            for (category, count) in summary.per_category {
+                println!("  {category}: {count}");
+            }
             Ok(true)
         }
         ShapesCommand::Eval(args) => {

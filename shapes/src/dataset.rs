@@ -81,7 +81,19 @@ pub enum DatasetError {
     },
     #[error("{field} {value} is outside the range 0 to 1")]
     InvalidShare { field: &'static str, value: f64 },
-    #[error("invalid caption record on line {line} of {path}: {source}")]
+    #[error("failed to read image {path}: {source}")]
+    LoadImage {
+        path: PathBuf,
+        source: image::ImageError,
+    },
+    #[error("prompt {prompt:?} on line {line} of {path} is not in the shapes grammar: {source}")]
+    InvalidPrompt {
+        path: PathBuf,
+        line: usize,
+        prompt: String,
+        source: crate::grammar::ParseError,
+    },
+    #[error("invalid record on line {line} of {path}: {source}")]
     InvalidRecord {
         path: PathBuf,
         line: usize,

@@ -29,6 +29,7 @@ pub mod detect;
 mod features;
 pub mod flaws;
 pub mod grammar;
+pub mod labels;
 pub mod oracle;
 pub mod render;
 pub mod styles;
@@ -50,7 +51,8 @@ pub use grammar::{
     ParseError, PromptStyle, format_group, format_prompt, parse_prompt, sample_prompt, sample_spec,
     vocabulary,
 };
-pub use oracle::{POSITION_MARGIN, Verdict, judge, judge_detected, judge_spec};
+pub use labels::{LabelSummary, SAMPLES_FILE, SampleRecord, category_of, label_samples};
+pub use oracle::{POSITION_MARGIN, Verdict, judge, judge_detected, judge_spec, read_spec};
 pub use render::{
     BACKGROUND, DEFAULT_CANVAS_SIZE, LayoutRules, MIN_CANVAS_SIZE, PlacedObject, RenderError, draw,
     layout, render,

@@ -145,6 +145,67 @@ fn describe_found(group: &ObjectGroup, same_shape: &[&DetectedObject]) -> String
     parts.join(" and ")
 }
 
+/// Groups of at most this many are written by [`read_spec`]: the prompts of
+/// the shapes grammar name one or two.
+const MAX_READ_GROUPS: usize = 2;
+
+/// Writes what `detected` shows as a spec, when the shapes grammar can say it
+/// the way its prompts do.
+///
+/// Each shape found becomes one group, in the order the shapes are first
+/// found, with its count and with its colour when all its objects share one.
+/// Two groups get the relation that holds between them (by the rules of
+/// [`judge_spec`]) with the widest worst-case offset, if any does. So the
+/// oracle judges the image correct against the returned spec.
+///
+/// Returns `None` when nothing is found, an object matches no shape, the
+/// image has more than two shapes, or a count is outside the grammar's range.
+pub fn read_spec(detected: &[DetectedObject], image_size: (u32, u32)) -> Option<Spec> {
+    let mut groups: Vec<ObjectGroup> = Vec::new();
+    for object in detected {
+        let shape = object.shape?;
+        match groups.iter_mut().find(|group| group.shape == shape) {
+            Some(group) => {
+                group.count = group.count.saturating_add(1);
+                if group.color != Some(object.color) {
+                    group.color = None;
+                }
+            }
+            None => groups.push(ObjectGroup::new(1, Some(object.color), shape)),
+        }
+    }
+    if groups.len() > MAX_READ_GROUPS {
+        return None;
+    }
+    let mut spec = Spec {
+        groups,
+        relation: None,
+    };
+    if let [subject, reference] = spec.groups.as_slice() {
+        let (width, height) = image_size;
+        let mut widest = 0.0_f32;
+        for relation in Relation::ALL {
+            let axis_length = match relation {
+                Relation::LeftOf | Relation::RightOf => width,
+                Relation::Above | Relation::Below => height,
+            } as f32;
+            let worst = members(subject, detected)
+                .flat_map(|s| {
+                    members(reference, detected).map(move |r| relation.offset(s.center, r.center))
+                })
+                .min_by(f32::total_cmp)
+                .unwrap_or(f32::MIN)
+                / axis_length;
+            if worst > POSITION_MARGIN && worst > widest {
+                widest = worst;
+                spec.relation = Some(relation);
+            }
+        }
+    }
+    spec.validate().ok()?;
+    Some(spec)
+}
+
 /// Returns why the spec's relation fails, or `None` when it holds or the spec
 /// has none. Assumes every group passed [`check_group`].
 fn check_relation(
@@ -310,6 +371,69 @@ mod tests {
         let reused =
             judge_detected(detect(&image), image.dimensions(), &spec).expect("spec is valid");
         assert_eq!(direct, reused);
+    }
+
+    fn read(objects: &[PlacedObject]) -> Option<String> {
+        let image = draw(objects, 64);
+        let spec = read_spec(&detect(&image), image.dimensions())?;
+        let text = crate::captions::caption(&spec);
+        let judged = judge_spec(&image, &spec).expect("a read spec is valid");
+        assert!(judged.correct, "{text}: {}", judged.reason);
+        Some(text)
+    }
+
+    #[test]
+    fn reads_scene_as_caption() {
+        let pair = [
+            object(Shape::Circle, Color::Red, (15.0, 30.0)),
+            object(Shape::Square, Color::Blue, (48.0, 30.0)),
+        ];
+        assert_eq!(
+            read(&pair).as_deref(),
+            Some("a red circle left of a blue square")
+        );
+        let counted = [
+            object(Shape::Triangle, Color::Green, (15.0, 15.0)),
+            object(Shape::Triangle, Color::Green, (45.0, 45.0)),
+        ];
+        assert_eq!(read(&counted).as_deref(), Some("two green triangles"));
+    }
+
+    #[test]
+    fn reads_mixed_colours_without_colour() {
+        let scene = [
+            object(Shape::Square, Color::Yellow, (15.0, 15.0)),
+            object(Shape::Square, Color::Purple, (45.0, 45.0)),
+        ];
+        assert_eq!(read(&scene).as_deref(), Some("two squares"));
+    }
+
+    #[test]
+    fn reads_no_relation_inside_margin() {
+        // Centres 7 px apart on both axes, below the 8 px margin on 64 px.
+        let small = |shape, color, center| PlacedObject {
+            size: 6.0,
+            ..object(shape, color, center)
+        };
+        let scene = [
+            small(Shape::Circle, Color::Red, (29.0, 29.0)),
+            small(Shape::Square, Color::Blue, (36.0, 36.0)),
+        ];
+        let image = draw(&scene, 64);
+        let spec = read_spec(&detect(&image), image.dimensions()).expect("two shapes read");
+        assert_eq!(spec.relation, None);
+        assert_eq!(spec.groups.len(), 2);
+    }
+
+    #[test]
+    fn reads_nothing_it_cannot_say() {
+        assert_eq!(read(&[]), None);
+        let three_shapes = [
+            object(Shape::Circle, Color::Red, (12.0, 12.0)),
+            object(Shape::Square, Color::Blue, (50.0, 12.0)),
+            object(Shape::Triangle, Color::Green, (30.0, 50.0)),
+        ];
+        assert_eq!(read(&three_shapes), None);
     }
 
     #[test]

@@ -69,6 +69,8 @@ def load_dataset(root: pathlib.Path) -> Dataset:
     """Reads captions.jsonl and every image it names."""
     started = time.time()
     records = [json.loads(line) for line in (root / "captions.jsonl").read_text().splitlines() if line]
+    if not records:
+        raise ValueError(f"{root / 'captions.jsonl'} lists no images")
     images = np.stack([np.asarray(Image.open(root / record["image"]).convert("RGB")) for record in records])
     print(f"loaded {len(records)} images from {root} in {time.time() - started:.1f} s", flush=True)
     return Dataset(
@@ -81,6 +83,21 @@ def load_dataset(root: pathlib.Path) -> Dataset:
         flawed=[bool(record.get("flaws")) for record in records],
         styled=[bool(record.get("styles")) for record in records],
         root=root,
+    )
+
+
+def concat_datasets(first: Dataset, second: Dataset) -> Dataset:
+    """One dataset with the items of `first` followed by those of `second`."""
+    return Dataset(
+        images=torch.cat([first.images, second.images]),
+        prompts=first.prompts + second.prompts,
+        categories=first.categories + second.categories,
+        partial=first.partial + second.partial,
+        negatives=first.negatives + second.negatives,
+        negative_kinds=first.negative_kinds + second.negative_kinds,
+        flawed=first.flawed + second.flawed,
+        styled=first.styled + second.styled,
+        root=first.root,
     )
 
 

@@ -19,7 +19,8 @@ from train_unet import NOISE_SCHEDULE
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=pathlib.Path, required=True, help="the dataset (for tokenizer.json)")
-    parser.add_argument("--clip", type=pathlib.Path, required=True, help="exported CLIP folder")
+    parser.add_argument("--clip", type=pathlib.Path, required=True, help="exported CLIP folder: the generator's text encoder, and the critic unless --critic-clip is given")
+    parser.add_argument("--critic-clip", type=pathlib.Path, help="exported CLIP folder for the critic, for example one fine-tuned on drawn images")
     parser.add_argument("--vae", type=pathlib.Path, required=True, help="exported VAE folder")
     parser.add_argument("--unet", type=pathlib.Path, required=True, help="exported UNet folder")
     parser.add_argument("--out", type=pathlib.Path, required=True, help="output folder, for example models/shapes-v1")
@@ -32,10 +33,11 @@ def main(argv: list[str] | None = None) -> None:
 
     # Critic: the whole CLIP model, its calibration and the tokenizer.
     critic = args.out / "critic"
-    clip = CLIPModel.from_pretrained(args.clip).float()
-    clip.to(dtype).save_pretrained(critic, safe_serialization=True)
-    shutil.copy(args.clip / "redraft_critic.json", critic / "redraft_critic.json")
+    critic_clip = args.critic_clip or args.clip
+    CLIPModel.from_pretrained(critic_clip).float().to(dtype).save_pretrained(critic, safe_serialization=True)
+    shutil.copy(critic_clip / "redraft_critic.json", critic / "redraft_critic.json")
     shutil.copy(tokenizer, critic / "tokenizer.json")
+    clip = CLIPModel.from_pretrained(args.clip).float()
 
     # Generator: CLIP's text tower as the text encoder, as in Stable Diffusion.
     generator = args.out / "generator"

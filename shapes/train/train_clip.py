@@ -12,7 +12,18 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel
 
-from common import Checkpointer, Progress, PromptTokenizer, clip_normalise, corrupt, held_out_count, load_dataset, seed_everything, set_threads
+from common import (
+    Checkpointer,
+    Progress,
+    PromptTokenizer,
+    clip_normalise,
+    concat_datasets,
+    corrupt,
+    held_out_count,
+    load_dataset,
+    seed_everything,
+    set_threads,
+)
 
 MAX_TOKENS = 32
 NEGATIVES_PER_IMAGE = 2
@@ -112,16 +123,25 @@ def mirror_image(image: torch.Tensor, axis: str) -> torch.Tensor:
     return torch.flip(image, dims=[-1] if axis == "horizontal" else [-2])
 
 
-def sample_batch(data, train_size: int, mirrorable: list[int], batch: int, generator: torch.Generator) -> list[tuple[int, str | None]]:
+def sample_batch(
+    data, train_size: int, mirrorable: list[int], batch: int, generator: torch.Generator, drawn: list[int] | None = None, drawn_share: float = 0.0
+) -> list[tuple[int, str | None]]:
     """Draws batch items as (image index, mirror axis or None).
 
-    Most items are drawn at random. A share are relation scenes, each
+    Most items are drawn at random from the first `train_size` images. A
+    `drawn_share` of the batch comes from the indices `drawn` instead: images
+    a generator drew, captioned by `redraft shapes label`. A share are relation scenes, each
     followed by its mirror image, which differs from it only in the
     relation. The contrastive loss can tell such a pair apart only by
     reading the relation in both towers. NOTE: on the shapes data this did
     not lift relations above chance in 2,000 steps (see the model card)."""
     pairs = int(batch * MIRROR_SHARE) if mirrorable else 0
-    items: list[tuple[int, str | None]] = [(i, None) for i in torch.randint(train_size, (batch - 2 * pairs,), generator=generator).tolist()]
+    from_drawn = round(batch * drawn_share) if drawn else 0
+    items: list[tuple[int, str | None]] = [
+        (i, None) for i in torch.randint(train_size, (batch - 2 * pairs - from_drawn,), generator=generator).tolist()
+    ]
+    if from_drawn:
+        items += [(drawn[pick], None) for pick in torch.randint(len(drawn), (from_drawn,), generator=generator).tolist()]
     for pick in torch.randint(len(mirrorable), (pairs,), generator=generator).tolist() if pairs else []:
         index = mirrorable[pick]
         items += [(index, None), (index, mirror_axis(data.prompts[index]))]
@@ -247,21 +267,46 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hard-weight", type=float, default=1.0, help="weight of the hard-negative loss")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--init", type=pathlib.Path, help="start from this exported CLIP folder instead of random weights")
+    parser.add_argument("--drawn", type=pathlib.Path, help="images a generator drew, captioned by `redraft shapes label`")
+    parser.add_argument("--drawn-share", type=float, default=0.5, help="share of each batch taken from --drawn")
     parser.add_argument("--log-every", type=int, default=25)
     parser.add_argument("--save-every", type=int, default=250)
     args = parser.parse_args(argv)
 
+    if not 0.0 <= args.drawn_share <= 1.0:
+        parser.error(f"--drawn-share {args.drawn_share} is outside the range 0 to 1")
     set_threads(args.threads)
     seed_everything(args.seed)
     data = load_dataset(args.data)
     tokenizer = PromptTokenizer(args.data / "tokenizer.json", MAX_TOKENS)
     image_size = data.images.shape[-1]
-    model = build_model(tokenizer, args.width, args.layers, args.heads, image_size, args.patch)
+    if args.init is not None:
+        model = CLIPModel.from_pretrained(args.init).float()
+        if model.config.text_config.vocab_size != tokenizer.vocab_size:
+            parser.error(
+                f"--init {args.init} has {model.config.text_config.vocab_size} tokens, "
+                f"the tokenizer of --data {tokenizer.vocab_size}"
+            )
+    else:
+        model = build_model(tokenizer, args.width, args.layers, args.heads, image_size, args.patch)
     print(f"CLIP with {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters", flush=True)
 
     held_out = list(range(data.size - held_out_count(data.size, 1024), data.size))
     train_size = data.size - len(held_out)
     mirrorable = [index for index in range(train_size) if mirror_axis(data.prompts[index]) is not None]
+    # Drawn images follow the rendered ones; their last ones are held out too.
+    drawn: list[int] = []
+    drawn_held_out: list[int] = []
+    if args.drawn is not None:
+        extra = load_dataset(args.drawn)
+        if extra.images.shape[1:] != data.images.shape[1:]:
+            parser.error(f"--drawn images are {tuple(extra.images.shape[1:])}, --data images {tuple(data.images.shape[1:])}")
+        first = data.size
+        data = concat_datasets(data, extra)
+        kept_out = held_out_count(extra.size, 256)
+        drawn = list(range(first, data.size - kept_out))
+        drawn_held_out = list(range(data.size - kept_out, data.size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.1, betas=(0.9, 0.98))
     warmup = max(args.steps // 20, 1)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -275,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
 
     model.train()
     while step < args.steps:
-        items = sample_batch(data, train_size, mirrorable, args.batch, generator)
+        items = sample_batch(data, train_size, mirrorable, args.batch, generator, drawn, args.drawn_share)
         loss = batch_loss(model, tokenizer, data, items, generator, args.hard_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -289,6 +334,10 @@ def main(argv: list[str] | None = None) -> None:
             result = evaluate(model, tokenizer, data, held_out)
             kinds = ", ".join(f"{kind} {value:.3f}" for kind, value in result["per_kind"].items())
             print(f"step {step}: held-out hard-negative accuracy {result['hard_negative_accuracy']:.3f} ({kinds})", flush=True)
+            if drawn_held_out:
+                drawn_result = evaluate(model, tokenizer, data, drawn_held_out)
+                kinds = ", ".join(f"{kind} {value:.3f}" for kind, value in drawn_result["per_kind"].items())
+                print(f"step {step}: drawn held-out hard-negative accuracy {drawn_result['hard_negative_accuracy']:.3f} ({kinds})", flush=True)
 
     progress.close()
     result = evaluate(model, tokenizer, data, held_out)
@@ -296,6 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     model.save_pretrained(export, safe_serialization=True)
     (export / "redraft_critic.json").write_text(json.dumps(calibration(result), indent=2) + "\n")
     summary = {"steps": step, "hard_negative_accuracy": result["hard_negative_accuracy"], "per_kind": result["per_kind"]}
+    if drawn_held_out:
+        drawn_result = evaluate(model, tokenizer, data, drawn_held_out)
+        summary["drawn"] = {"hard_negative_accuracy": drawn_result["hard_negative_accuracy"], "per_kind": drawn_result["per_kind"]}
     (args.run / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"exported {export}: {summary}", flush=True)
 
