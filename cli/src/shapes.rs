@@ -172,6 +172,10 @@ pub fn run(command: ShapesCommand) -> anyhow::Result<bool> {
                     object.squareness
                 );
             }
+            match redraft_shapes::read_spec(&verdict.detected, picture.dimensions()) {
+                Some(spec) => println!("reads as: {}", redraft_shapes::caption(&spec)),
+                None => println!("reads as: nothing the shapes grammar can describe"),
+            }
             Ok(verdict.correct)
         }
     }

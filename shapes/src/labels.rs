@@ -20,7 +20,7 @@ use crate::dataset::{CAPTIONS_FILE, CaptionRecord, DatasetError, NegativeRecord}
 use crate::detect::detect;
 use crate::grammar::parse_prompt;
 use crate::oracle::{judge_detected, read_spec};
-use crate::world::{Category, Spec};
+use crate::world::{Category, ObjectGroup, Spec};
 
 /// File in a folder of drawn images that names each image and its prompt.
 pub const SAMPLES_FILE: &str = "samples.jsonl";
@@ -114,7 +114,7 @@ pub fn label_samples(dir: &Path, seed: u64) -> Result<LabelSummary, DatasetError
             image: sample.image.clone(),
             prompt: caption(&spec),
             category,
-            partial: partial_captions(&spec),
+            partial: read_partials(&spec),
             negatives: hard_negatives(&spec, &mut rng)
                 .into_iter()
                 .map(|(text, kind)| NegativeRecord { text, kind })
@@ -136,6 +136,42 @@ pub fn label_samples(dir: &Path, seed: u64) -> Result<LabelSummary, DatasetError
     }
     captions.flush().map_err(write_error)?;
     Ok(summary)
+}
+
+/// Partial captions of a read spec: those of a rendered scene, plus the
+/// whole scene without its relation and without its colours. A read spec
+/// names every colour and relation it finds, so without these the shorter
+/// forms that prompts use ("a circle and a square") would never describe a
+/// drawn image.
+fn read_partials(spec: &Spec) -> Vec<String> {
+    let full = caption(spec);
+    let mut partials = partial_captions(spec);
+    let without_relation = Spec {
+        relation: None,
+        ..spec.clone()
+    };
+    let uncoloured = |spec: &Spec| Spec {
+        groups: spec
+            .groups
+            .iter()
+            .map(|group| ObjectGroup {
+                color: None,
+                ..*group
+            })
+            .collect(),
+        relation: spec.relation,
+    };
+    for shorter in [
+        uncoloured(spec),
+        uncoloured(&without_relation),
+        without_relation,
+    ] {
+        let text = caption(&shorter);
+        if text != full && !partials.contains(&text) {
+            partials.push(text);
+        }
+    }
+    partials
 }
 
 fn read_samples(path: &PathBuf) -> Result<Vec<SampleRecord>, DatasetError> {
@@ -234,6 +270,17 @@ mod tests {
             ["a red circle left of a blue square", "two green squares"]
         );
         assert_eq!(records[0].category, Category::Position);
+        for shorter in [
+            "a circle left of a square",
+            "a circle and a square",
+            "a red circle and a blue square",
+        ] {
+            assert!(
+                records[0].partial.iter().any(|partial| partial == shorter),
+                "{shorter} missing from {:?}",
+                records[0].partial
+            );
+        }
         assert_eq!(records[1].category, Category::Counting);
         for record in &records {
             let image = image::open(dir.path().join(&record.image))

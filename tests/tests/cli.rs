@@ -422,3 +422,33 @@ async fn up_rejects_taken_port() {
         "{stderr}"
     );
 }
+
+/// `redraft shapes judge` on a drawn image: the verdict, the objects, and
+/// what the image shows as a caption; the exit code follows the verdict.
+#[tokio::test]
+async fn shapes_judge_reads_image_back() {
+    let image = repo_root().join("eval/generated/056-two_objects.png");
+    let output = redraft()
+        .args(["shapes", "judge", "--prompt", "a circle and a square"])
+        .arg(&image)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with("incorrect: expected 1 circle, found 2"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("reads as: two circles"), "{stdout}");
+
+    let output = redraft()
+        .args(["shapes", "judge", "--prompt", "two circles"])
+        .arg(&image)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.starts_with("correct"), "{stdout}");
+}
