@@ -257,6 +257,13 @@ pub fn write_dataset(dir: &Path, options: &DatasetOptions) -> Result<DatasetSumm
 
 /// Reads every record of a `captions.jsonl` file.
 pub fn read_captions(path: &Path) -> Result<Vec<CaptionRecord>, DatasetError> {
+    read_json_lines(path)
+}
+
+/// Reads a JSON-lines file of `T` records, skipping blank lines.
+pub(crate) fn read_json_lines<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<Vec<T>, DatasetError> {
     let read_error = |source| DatasetError::Read {
         path: path.to_owned(),
         source,

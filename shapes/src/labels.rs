@@ -8,15 +8,15 @@
 //! rendered image. Images the shapes grammar cannot describe are left out.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::captions::{caption, hard_negatives, partial_captions};
-use crate::dataset::{CAPTIONS_FILE, CaptionRecord, DatasetError, NegativeRecord};
+use crate::dataset::{CAPTIONS_FILE, CaptionRecord, DatasetError, NegativeRecord, read_json_lines};
 use crate::detect::detect;
 use crate::grammar::parse_prompt;
 use crate::oracle::{judge_detected, read_spec};
@@ -70,7 +70,7 @@ pub fn category_of(spec: &Spec) -> Category {
 /// The hard negatives of image `i` draw from ChaCha8 stream `i` of `seed`.
 pub fn label_samples(dir: &Path, seed: u64) -> Result<LabelSummary, DatasetError> {
     let samples_path = dir.join(SAMPLES_FILE);
-    let samples = read_samples(&samples_path)?;
+    let samples: Vec<SampleRecord> = read_json_lines(&samples_path)?;
     let captions_path = dir.join(CAPTIONS_FILE);
     let write_error = |source| DatasetError::Write {
         path: captions_path.clone(),
@@ -174,46 +174,13 @@ fn read_partials(spec: &Spec) -> Vec<String> {
     partials
 }
 
-fn read_samples(path: &PathBuf) -> Result<Vec<SampleRecord>, DatasetError> {
-    let read_error = |source| DatasetError::Read {
-        path: path.clone(),
-        source,
-    };
-    let file = File::open(path).map_err(read_error)?;
-    let mut samples = Vec::new();
-    for (index, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(read_error)?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let sample = serde_json::from_str(&line).map_err(|source| DatasetError::InvalidRecord {
-            path: path.clone(),
-            line: index + 1,
-            source,
-        })?;
-        samples.push(sample);
-    }
-    Ok(samples)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dataset::read_captions;
     use crate::oracle::judge;
-    use crate::render::{PlacedObject, draw};
+    use crate::render::{PlacedObject, draw, palette_object as object};
     use crate::world::{Color, Shape};
-
-    fn object(shape: Shape, color: Color, center: (f32, f32)) -> PlacedObject {
-        PlacedObject {
-            shape,
-            color,
-            rgb: color.rgb(),
-            center,
-            size: 14.0,
-            group: 0,
-        }
-    }
 
     fn write_samples(dir: &Path, samples: &[(&[PlacedObject], &str)]) {
         std::fs::create_dir_all(dir.join("images")).expect("images folder");

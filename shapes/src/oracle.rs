@@ -259,19 +259,8 @@ fn describe_reference(group: &ObjectGroup) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::{PlacedObject, draw};
+    use crate::render::{PlacedObject, draw, palette_object as object};
     use crate::world::Shape;
-
-    fn object(shape: Shape, color: Color, center: (f32, f32)) -> PlacedObject {
-        PlacedObject {
-            shape,
-            color,
-            rgb: color.rgb(),
-            center,
-            size: 14.0,
-            group: 0,
-        }
-    }
 
     fn verdict(objects: &[PlacedObject], prompt: &str) -> Verdict {
         judge(&draw(objects, 64), prompt).expect("prompt parses")

@@ -71,6 +71,20 @@ pub struct PlacedObject {
     pub group: usize,
 }
 
+/// A 14-pixel object of `shape` in the exact palette `color` at `center`,
+/// for tests that draw scenes by hand.
+#[cfg(test)]
+pub(crate) fn palette_object(shape: Shape, color: Color, center: (f32, f32)) -> PlacedObject {
+    PlacedObject {
+        shape,
+        color,
+        rgb: color.rgb(),
+        center,
+        size: 14.0,
+        group: 0,
+    }
+}
+
 impl PlacedObject {
     /// Returns whether the bounding boxes of `self` and `other`, each grown
     /// by half of `gap` on every side, overlap.
