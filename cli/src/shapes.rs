@@ -47,11 +47,11 @@ pub enum ShapesCommand {
         #[arg(long, default_value_t = 0.0)]
         styled_share: f64,
     },
-    /// Caption images a generator drew with what the oracle reads in them:
-    /// reads DIR/samples.jsonl (image, prompt; `shapes/train/sample.py`
-    /// writes it) and writes DIR/captions.jsonl, so that DIR loads as a
-    /// dataset for the critic's trainer. Images the shapes grammar cannot
-    /// describe are left out.
+    /// Caption images a generator drew with what the oracle reads in them.
+    /// Reads DIR/samples.jsonl (image, prompt), which `shapes/train/sample.py`
+    /// writes, and writes DIR/captions.jsonl, so that DIR loads as a dataset
+    /// for the critic's trainer. Images the shapes grammar cannot describe
+    /// are left out.
     Label {
         /// Folder with samples.jsonl and the images it names.
         dir: PathBuf,

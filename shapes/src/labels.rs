@@ -34,7 +34,7 @@ pub struct SampleRecord {
     pub prompt: String,
 }
 
-/// What [`label_samples`] wrote.
+/// Counts of the images [`label_samples`] read and captioned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelSummary {
     /// Images listed in `samples.jsonl`.

@@ -149,8 +149,8 @@ fn describe_found(group: &ObjectGroup, same_shape: &[&DetectedObject]) -> String
 /// the shapes grammar name one or two.
 const MAX_READ_GROUPS: usize = 2;
 
-/// Writes what `detected` shows as a spec, when the shapes grammar can say it
-/// the way its prompts do.
+/// Writes what `detected` shows as a spec, when the shapes grammar can
+/// describe it the way its prompts do.
 ///
 /// Each shape found becomes one group, in the order the shapes are first
 /// found, with its count and with its colour when all its objects share one.

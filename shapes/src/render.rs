@@ -71,8 +71,8 @@ pub struct PlacedObject {
     pub group: usize,
 }
 
-/// A 14-pixel object of `shape` in the exact palette `color` at `center`,
-/// for tests that draw scenes by hand.
+/// Places a 14-pixel object of `shape` in the exact palette `color` at
+/// `center`, for tests that draw scenes by hand.
 #[cfg(test)]
 pub(crate) fn palette_object(shape: Shape, color: Color, center: (f32, f32)) -> PlacedObject {
     PlacedObject {

@@ -87,7 +87,7 @@ def load_dataset(root: pathlib.Path) -> Dataset:
 
 
 def concat_datasets(first: Dataset, second: Dataset) -> Dataset:
-    """One dataset with the items of `first` followed by those of `second`."""
+    """Joins two datasets: the items of `first`, then those of `second`."""
     return Dataset(
         images=torch.cat([first.images, second.images]),
         prompts=first.prompts + second.prompts,

@@ -74,9 +74,9 @@ class ShortTrainingRun(unittest.TestCase):
         export_flags = ["--data", str(cls.data), "--clip", str(cls.clip / "export"), "--vae", str(cls.vae / "export"), "--unet", str(cls.unet / "export")]
         export.main(export_flags + ["--out", str(cls.out)])
 
-        # The generator draws; the drawn images of a tiny model are rarely
-        # readable, so the critic's fine-tuning reads rendered images listed
-        # as if drawn, through the same `redraft shapes label`.
+        # The sampler draws with the tiny generator. Its images are rarely
+        # readable, so the fine-tuning reads rendered images instead, listed
+        # as if drawn and captioned by the same `redraft shapes label`.
         cls.drawn = cls.root / "drawn"
         sample.main(["--generator", str(cls.out / "generator"), "--data", str(cls.data), "--out", str(cls.drawn), "--count", "12", "--batch", "5", "--threads", "1"])
         cls.listed = cls.root / "listed"
