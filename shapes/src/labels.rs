@@ -138,11 +138,11 @@ pub fn label_samples(dir: &Path, seed: u64) -> Result<LabelSummary, DatasetError
     Ok(summary)
 }
 
-/// Partial captions of a read spec: those of a rendered scene, plus the
-/// whole scene without its relation and without its colours. A read spec
-/// names every colour and relation it finds, so without these the shorter
-/// forms that prompts use ("a circle and a square") would never describe a
-/// drawn image.
+/// Returns the partial captions of a read spec: those of a rendered scene,
+/// plus the whole scene without its relation and without its colours. A read
+/// spec names every colour and relation it finds, so without these the
+/// shorter forms that prompts use ("a circle and a square") would never
+/// describe a drawn image.
 fn read_partials(spec: &Spec) -> Vec<String> {
     let full = caption(spec);
     let mut partials = partial_captions(spec);
