@@ -182,20 +182,12 @@ pub fn read_spec(detected: &[DetectedObject], image_size: (u32, u32)) -> Option<
         relation: None,
     };
     if let [subject, reference] = spec.groups.as_slice() {
-        let (width, height) = image_size;
         let mut widest = 0.0_f32;
         for relation in Relation::ALL {
-            let axis_length = match relation {
-                Relation::LeftOf | Relation::RightOf => width,
-                Relation::Above | Relation::Below => height,
-            } as f32;
-            let worst = members(subject, detected)
-                .flat_map(|s| {
-                    members(reference, detected).map(move |r| relation.offset(s.center, r.center))
-                })
-                .min_by(f32::total_cmp)
-                .unwrap_or(f32::MIN)
-                / axis_length;
+            let Some(offset) = worst_offset(relation, subject, reference, detected) else {
+                continue;
+            };
+            let worst = offset / axis_length(relation, image_size);
             if worst > POSITION_MARGIN && worst > widest {
                 widest = worst;
                 spec.relation = Some(relation);
@@ -218,18 +210,9 @@ fn check_relation(
     let [subject_group, reference_group] = spec.groups.as_slice() else {
         return None;
     };
-    let axis_length = match relation {
-        Relation::LeftOf | Relation::RightOf => width,
-        Relation::Above | Relation::Below => height,
-    };
-    let margin = POSITION_MARGIN * axis_length as f32;
+    let margin = POSITION_MARGIN * axis_length(relation, (width, height));
 
-    let worst_offset = members(subject_group, detected)
-        .flat_map(|subject| {
-            members(reference_group, detected)
-                .map(move |reference| relation.offset(subject.center, reference.center))
-        })
-        .min_by(f32::total_cmp)?;
+    let worst_offset = worst_offset(relation, subject_group, reference_group, detected)?;
     if worst_offset > margin {
         return None;
     }
@@ -238,6 +221,32 @@ fn check_relation(
         describe_subject(subject_group),
         describe_reference(reference_group),
     ))
+}
+
+/// Returns the length in pixels of the image side along `relation`'s axis.
+fn axis_length(relation: Relation, (width, height): (u32, u32)) -> f32 {
+    match relation {
+        Relation::LeftOf | Relation::RightOf => width as f32,
+        Relation::Above | Relation::Below => height as f32,
+    }
+}
+
+/// Returns the smallest offset, in pixels, of any `subject` object from any
+/// `reference` object in the direction of `relation`, or `None` when either
+/// group has no detected object.
+fn worst_offset(
+    relation: Relation,
+    subject: &ObjectGroup,
+    reference: &ObjectGroup,
+    detected: &[DetectedObject],
+) -> Option<f32> {
+    members(subject, detected)
+        .flat_map(|subject_object| {
+            members(reference, detected).map(move |reference_object| {
+                relation.offset(subject_object.center, reference_object.center)
+            })
+        })
+        .min_by(f32::total_cmp)
 }
 
 /// Describes the subject of a relation, e.g. "the red circle is" or "the
