@@ -11,9 +11,9 @@ use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
 use redraft_critic::judge::plan_cosines;
 use redraft_critic::probe::{ProbePlan, lead, variant_probabilities};
-use redraft_critic::score::{CALIBRATION_FILE, PROBE_KINDS, ProbeWords, kind_name};
-use redraft_critic::{Calibration, ClipScorer};
-use redraft_proto::CheckKind;
+use redraft_critic::score::{CALIBRATION_FILE, PROBE_KINDS, ProbeWords, kind_name, kind_weight};
+use redraft_critic::{Calibration, ClipScorer, aggregate, quality};
+use redraft_proto::{Check, CheckKind};
 use redraft_shapes::NegativeKind;
 
 /// `redraft shapes` subcommands.
@@ -201,6 +201,18 @@ pub struct CalibrateCriticArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
+    /// What the probe margins are fitted for: each probe kind's own
+    /// balanced accuracy, or the agreement of the whole verdict (all probes
+    /// and the score together) with the oracle, starting from the former.
+    #[arg(long, value_enum, default_value_t = MarginFit::Verdict)]
+    pub margins: MarginFit,
+
+    /// Score threshold of the verdict that `--margins verdict` fits for:
+    /// a job accepts an image whose score reaches it and whose checks other
+    /// than alignment all pass. Default: the orchestrator's default threshold.
+    #[arg(long, default_value_t = redraft_orchestrator::spec::DEFAULT_THRESHOLD)]
+    pub verdict_threshold: f32,
+
     /// Print the fit and the accuracies without writing redraft_critic.json.
     #[arg(long)]
     pub dry_run: bool,
@@ -208,6 +220,15 @@ pub struct CalibrateCriticArgs {
     /// Also write the measurements as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// What `redraft shapes calibrate-critic` fits the probe margins for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MarginFit {
+    /// Each probe kind's balanced accuracy on its own.
+    Probe,
+    /// The whole verdict's balanced agreement with the oracle.
+    Verdict,
 }
 
 /// Probe leads of one probe kind. A lead is the prompt's own variant's
@@ -229,11 +250,26 @@ struct Cosines {
     unrelated: Vec<f32>,
 }
 
+/// One rendered scene paired with one prompt, with what the critic's
+/// verdict on the pair depends on.
+struct Pair {
+    /// Whether the prompt is the scene's own (the oracle accepts the pair)
+    /// rather than a hard negative (the oracle rejects it).
+    own: bool,
+    /// Whether every quality check of the scene passed.
+    quality_passed: bool,
+    /// Alignment cosine of the prompt and the scene.
+    cosine: f32,
+    /// Each probe's kind, lead and own variant's probability.
+    probes: Vec<(CheckKind, f32, f32)>,
+}
+
 /// Measurements on one set of scenes.
 #[derive(Default)]
 struct Measured {
     leads: BTreeMap<String, Leads>,
     cosines: Cosines,
+    pairs: Vec<Pair>,
 }
 
 /// Caption templates the calibration chooses from: CLIP's usual zero-shot
@@ -265,6 +301,12 @@ fn calibrate_critic(args: CalibrateCriticArgs) -> anyhow::Result<()> {
         if value == 0 {
             anyhow::bail!("{flag} 0 is invalid; it must be at least 1");
         }
+    }
+    if !(0.0..=1.0).contains(&args.verdict_threshold) {
+        anyhow::bail!(
+            "--verdict-threshold {} is invalid; it must be in [0, 1]",
+            args.verdict_threshold
+        );
     }
     let started = Instant::now();
     let folder = crate::models::resolve(None, args.critic_model.clone())?.critic;
@@ -362,21 +404,17 @@ fn calibrate_critic(args: CalibrateCriticArgs) -> anyhow::Result<()> {
         args.test_per_category,
         calibration.caption_template
     );
-    println!(
-        "{:<10} {:>7}  {:>10} {:>10} {:>9}  {:>6} {:>6}",
-        "kind", "margin", "own pass", "changed", "accuracy", "own n", "chg n"
-    );
+    // Each probe kind's margin on its own; kinds at chance get no probe.
     for kind in PROBE_KINDS {
         let name = kind_name(kind);
         let fit_leads = fit.leads.get(&name);
-        let mut margin = fit_leads
+        let margin = fit_leads
             .map(|leads| best_threshold(&leads.own, &leads.changed, 0.0, MAX_MARGIN))
             .unwrap_or(calibration.probe_margins.of(kind).unwrap_or(0.0));
         let fit_accuracy = fit_leads
             .map(|leads| rates(&leads.own, &leads.changed, margin).2)
             .unwrap_or(0.0);
-        let chance = fit_accuracy < MIN_USEFUL_ACCURACY;
-        if chance {
+        if fit_accuracy < MIN_USEFUL_ACCURACY {
             // A probe at chance level fails right images and passes wrong
             // ones at random, so such parts are left to the alignment check.
             println!(
@@ -384,10 +422,75 @@ fn calibrate_critic(args: CalibrateCriticArgs) -> anyhow::Result<()> {
                  scenes), so {name} parts get no probe",
                 percent(fit_accuracy)
             );
-            margin = 0.0;
+            calibration.probe_margins.set(kind, 0.0);
             calibration.unprobed_kinds.push(kind);
+        } else {
+            calibration.probe_margins.set(kind, margin);
         }
-        calibration.probe_margins.set(kind, margin);
+    }
+
+    // The verdict on every fit and held-out pair, with these margins and,
+    // with `--margins verdict`, with margins fitted for the verdict.
+    let threshold = args.verdict_threshold;
+    let fit_scores = pair_scores(&fit.pairs, &calibration);
+    let test_scores = pair_scores(&test.pairs, &calibration);
+    let per_probe = (
+        verdict_rates(&fit.pairs, &fit_scores, &calibration, threshold),
+        verdict_rates(&test.pairs, &test_scores, &calibration, threshold),
+    );
+    if args.margins == MarginFit::Verdict {
+        fit_verdict_margins(&fit.pairs, &fit_scores, &mut calibration, threshold);
+    }
+    let fitted = (
+        verdict_rates(&fit.pairs, &fit_scores, &calibration, threshold),
+        verdict_rates(&test.pairs, &test_scores, &calibration, threshold),
+    );
+    println!(
+        "verdict at score threshold {threshold:.2}, balanced agreement with the oracle \
+         (own prompt accepted, changed prompt rejected):"
+    );
+    for (label, (fit_rates, test_rates)) in
+        [("per-probe margins", per_probe), ("chosen margins", fitted)]
+    {
+        println!(
+            "  {label:<18} fit scenes {} ({} own accepted, {} changed rejected); held out {} ({}, {})",
+            percent(fit_rates.2),
+            percent(fit_rates.0),
+            percent(fit_rates.1),
+            percent(test_rates.2),
+            percent(test_rates.0),
+            percent(test_rates.1)
+        );
+    }
+    let verdict_json = |rates: (f64, f64, f64)| {
+        serde_json::json!({
+            "own_accept_rate": rates.0,
+            "changed_reject_rate": rates.1,
+            "agreement": rates.2,
+        })
+    };
+    report.insert(
+        "verdict".to_string(),
+        serde_json::json!({
+            "margins": match args.margins {
+                MarginFit::Probe => "probe",
+                MarginFit::Verdict => "verdict",
+            },
+            "score_threshold": threshold,
+            "per_probe_margins": { "fit": verdict_json(per_probe.0), "held_out": verdict_json(per_probe.1) },
+            "chosen_margins": { "fit": verdict_json(fitted.0), "held_out": verdict_json(fitted.1) },
+            "fit_pairs": fit.pairs.len(),
+            "held_out_pairs": test.pairs.len(),
+        }),
+    );
+
+    println!(
+        "{:<10} {:>7}  {:>10} {:>10} {:>9}  {:>6} {:>6}",
+        "kind", "margin", "own pass", "changed", "accuracy", "own n", "chg n"
+    );
+    for kind in PROBE_KINDS {
+        let name = kind_name(kind);
+        let margin = calibration.probe_margins.of(kind).unwrap_or(0.0);
         let empty = Leads::default();
         let held_out = test.leads.get(&name).unwrap_or(&empty);
         let (own_rate, changed_rate, accuracy) = rates(&held_out.own, &held_out.changed, margin);
@@ -408,7 +511,7 @@ fn calibrate_critic(args: CalibrateCriticArgs) -> anyhow::Result<()> {
                 "accuracy": accuracy,
                 "own_probes": held_out.own.len(),
                 "changed_probes": held_out.changed.len(),
-                "probed": !chance,
+                "probed": calibration.probes(kind),
             }),
         );
     }
@@ -419,19 +522,19 @@ fn calibrate_critic(args: CalibrateCriticArgs) -> anyhow::Result<()> {
             .map(|c| calibration.alignment_score(*c))
             .collect()
     };
-    let threshold = calibration.pass_threshold;
+    let pass_threshold = calibration.pass_threshold;
     let (own_rate, unrelated_rate, unrelated_accuracy) = rates(
         &score(&test.cosines.own),
         &score(&test.cosines.unrelated),
-        threshold,
+        pass_threshold,
     );
     let (_, changed_rate, changed_accuracy) = rates(
         &score(&test.cosines.own),
         &score(&test.cosines.changed),
-        threshold,
+        pass_threshold,
     );
     println!(
-        "alignment: cosine range [{low:.3}, {high:.3}], pass threshold {threshold:.2}; \
+        "alignment: cosine range [{low:.3}, {high:.3}], pass threshold {pass_threshold:.2}; \
          held out: own prompt passes {}, unrelated prompt fails {} (accuracy {}), \
          one-detail change fails {} (accuracy {})",
         percent(own_rate),
@@ -445,7 +548,7 @@ fn calibrate_critic(args: CalibrateCriticArgs) -> anyhow::Result<()> {
         serde_json::json!({
             "cosine_low": low,
             "cosine_high": high,
-            "pass_threshold": threshold,
+            "pass_threshold": pass_threshold,
             "own_pass_rate": own_rate,
             "unrelated_fail_rate": unrelated_rate,
             "unrelated_accuracy": unrelated_accuracy,
@@ -487,16 +590,21 @@ fn measure(
         let spec = redraft_shapes::parse_prompt(prompt)?;
         let image = redraft_shapes::render(&spec, canvas, &mut rng)?;
 
+        let quality_passed = quality::quality_checks(&image)
+            .iter()
+            .all(|check| check.passed);
+
         let own = probe_leads(scorer, calibration, prompt, &image)?;
-        for (kind, _, lead) in &own.probes {
+        for probe in &own.probes {
             measured
                 .leads
-                .entry(kind_name(*kind))
+                .entry(kind_name(probe.kind))
                 .or_default()
                 .own
-                .push(*lead);
+                .push(probe.lead);
         }
         measured.cosines.own.push(own.alignment);
+        measured.pairs.push(own.pair(true, quality_passed));
 
         for (changed, negative) in redraft_shapes::hard_negatives(&spec, &mut rng) {
             let kind = probe_kind_of(negative);
@@ -504,19 +612,21 @@ fn measure(
             measured.cosines.changed.push(result.alignment);
             // The changed part's probes are those whose subject the own
             // prompt does not have.
-            for (probe_kind, subject, lead) in &result.probes {
-                let new_subject = !own.probes.iter().any(|(own_kind, own_subject, _)| {
-                    own_kind == probe_kind && own_subject == subject
-                });
-                if *probe_kind == kind && new_subject {
+            for probe in &result.probes {
+                let new_subject = !own
+                    .probes
+                    .iter()
+                    .any(|own| own.kind == probe.kind && own.subject == probe.subject);
+                if probe.kind == kind && new_subject {
                     measured
                         .leads
                         .entry(kind_name(kind))
                         .or_default()
                         .changed
-                        .push(*lead);
+                        .push(probe.lead);
                 }
             }
+            measured.pairs.push(result.pair(false, quality_passed));
         }
 
         let (other, _) = prompts
@@ -530,10 +640,34 @@ fn measure(
     Ok(measured)
 }
 
+/// One probe's result on one image.
+struct ProbeLead {
+    kind: CheckKind,
+    subject: String,
+    lead: f32,
+    /// Probability of the prompt's own variant, the probe check's score.
+    own_probability: f32,
+}
+
 /// Probe leads of one prompt on one image, with the alignment cosine.
 struct PromptLeads {
-    probes: Vec<(CheckKind, String, f32)>,
+    probes: Vec<ProbeLead>,
     alignment: f32,
+}
+
+impl PromptLeads {
+    fn pair(&self, own: bool, quality_passed: bool) -> Pair {
+        Pair {
+            own,
+            quality_passed,
+            cosine: self.alignment,
+            probes: self
+                .probes
+                .iter()
+                .map(|probe| (probe.kind, probe.lead, probe.own_probability))
+                .collect(),
+        }
+    }
 }
 
 fn probe_leads(
@@ -552,7 +686,12 @@ fn probe_leads(
         .iter()
         .map(|probe| {
             let probabilities = variant_probabilities(probe, cosines, scorer.logit_scale());
-            (probe.kind, probe.subject.clone(), lead(&probabilities).0)
+            ProbeLead {
+                kind: probe.kind,
+                subject: probe.subject.clone(),
+                lead: lead(&probabilities).0,
+                own_probability: probabilities[0],
+            }
         })
         .collect();
     Ok(PromptLeads {
@@ -601,6 +740,136 @@ fn rates(passing: &[f32], failing: &[f32], threshold: f32) -> (f64, f64, f64) {
     (pass, fail, (pass + fail) / 2.0)
 }
 
+/// Rounds of [`fit_verdict_margins`] at most. A chosen value: each round
+/// revisits every kind, and the fits measured settle in two or three.
+const MAX_FIT_ROUNDS: usize = 8;
+
+/// Returns each pair's overall score as the critic computes it with
+/// `calibration`: the weighted mean of the alignment score and the probed
+/// kinds' own-variant probabilities, and 0 when a quality check failed.
+/// The margins do not enter it.
+fn pair_scores(pairs: &[Pair], calibration: &Calibration) -> Vec<f32> {
+    pairs
+        .iter()
+        .map(|pair| {
+            if !pair.quality_passed {
+                return 0.0;
+            }
+            let alignment = Check {
+                kind: CheckKind::Alignment.into(),
+                score: calibration.alignment_score(pair.cosine),
+                weight: kind_weight(CheckKind::Alignment),
+                ..Check::default()
+            };
+            let probes = pair
+                .probes
+                .iter()
+                .filter(|(kind, _, _)| calibration.probes(*kind))
+                .map(|(kind, _, probability)| Check {
+                    kind: (*kind).into(),
+                    score: *probability,
+                    weight: kind_weight(*kind),
+                    ..Check::default()
+                });
+            let checks: Vec<Check> = std::iter::once(alignment).chain(probes).collect();
+            aggregate(&checks).0
+        })
+        .collect()
+}
+
+/// Returns whether a job with `threshold` accepts `pair`, whose overall
+/// score is `score`, with `calibration`'s margins: the orchestrator's rule
+/// of [`redraft_critic::judge::accepts`] on the pair's checks.
+fn verdict_accepts(pair: &Pair, score: f32, calibration: &Calibration, threshold: f32) -> bool {
+    pair.quality_passed
+        && score >= threshold
+        && pair.probes.iter().all(|(kind, lead, _)| {
+            !calibration.probes(*kind)
+                || (lead.is_finite() && *lead >= calibration.probe_margins.of(*kind).unwrap_or(0.0))
+        })
+}
+
+/// Returns the share of own pairs that the verdict accepts, the share of
+/// changed pairs that it rejects, and their mean (the balanced agreement
+/// with the oracle). An empty side counts as a rate of 0.
+fn verdict_rates(
+    pairs: &[Pair],
+    scores: &[f32],
+    calibration: &Calibration,
+    threshold: f32,
+) -> (f64, f64, f64) {
+    let (mut own, mut accepted, mut changed, mut rejected) = (0usize, 0usize, 0usize, 0usize);
+    for (pair, score) in pairs.iter().zip(scores) {
+        let accepts = verdict_accepts(pair, *score, calibration, threshold);
+        if pair.own {
+            own += 1;
+            accepted += usize::from(accepts);
+        } else {
+            changed += 1;
+            rejected += usize::from(!accepts);
+        }
+    }
+    let share = |count: usize, total: usize| {
+        if total == 0 {
+            0.0
+        } else {
+            count as f64 / total as f64
+        }
+    };
+    let (accept_rate, reject_rate) = (share(accepted, own), share(rejected, changed));
+    (accept_rate, reject_rate, (accept_rate + reject_rate) / 2.0)
+}
+
+/// Fits the margins of the probed kinds in `calibration` for the verdict's
+/// balanced agreement on `pairs`, by coordinate ascent from its current
+/// margins: each round tries every lead of each kind in turn as that
+/// kind's margin (clamped to [0, `MAX_MARGIN`]) and keeps a new margin only
+/// when it raises the agreement. A probe kind's margin alone can pass a
+/// right part that the score or another probe rejects anyway, so margins
+/// fitted one kind at a time need not make the best verdict together.
+fn fit_verdict_margins(
+    pairs: &[Pair],
+    scores: &[f32],
+    calibration: &mut Calibration,
+    threshold: f32,
+) {
+    let mut best = verdict_rates(pairs, scores, calibration, threshold).2;
+    for _ in 0..MAX_FIT_ROUNDS {
+        let mut improved = false;
+        for kind in PROBE_KINDS {
+            if !calibration.probes(kind) {
+                continue;
+            }
+            let mut candidates: Vec<f32> = pairs
+                .iter()
+                .flat_map(|pair| &pair.probes)
+                .filter(|(probe_kind, lead, _)| *probe_kind == kind && lead.is_finite())
+                .map(|(_, lead, _)| lead.clamp(0.0, MAX_MARGIN))
+                .collect();
+            candidates.push(0.0);
+            candidates.sort_by(f32::total_cmp);
+            candidates.dedup();
+            let current = calibration.probe_margins.of(kind).unwrap_or(0.0);
+            let mut choice = (best, current);
+            for candidate in candidates {
+                calibration.probe_margins.set(kind, candidate);
+                let agreement = verdict_rates(pairs, scores, calibration, threshold).2;
+                if agreement > choice.0 {
+                    choice = (agreement, candidate);
+                }
+            }
+            calibration.probe_margins.set(kind, choice.1);
+            if choice.0 > best {
+                best = choice.0;
+                improved = true;
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
+}
+
 /// Returns the value at quantile `q` in [0, 1] of `values` (nearest rank),
 /// or NaN when there are none.
 fn percentile(values: &[f32], q: f64) -> f32 {
@@ -635,6 +904,91 @@ mod tests {
     fn threshold_clamped_at_min() {
         let threshold = best_threshold(&[-0.2, 0.3], &[-0.9, -0.5], 0.0, 0.95);
         assert_eq!(threshold, 0.0);
+    }
+
+    fn pair(own: bool, probes: &[(CheckKind, f32)]) -> Pair {
+        Pair {
+            own,
+            quality_passed: true,
+            cosine: 0.5,
+            probes: probes
+                .iter()
+                .map(|(kind, lead)| (*kind, *lead, 0.9))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn pair_score_is_the_critics_mean() {
+        let mut calibration = Calibration {
+            cosine_low: 0.0,
+            cosine_high: 1.0,
+            ..Calibration::default()
+        };
+        let mut pairs = vec![pair(true, &[(CheckKind::Color, 0.5)])];
+        pairs[0].cosine = 0.6;
+        pairs[0].probes[0].2 = 1.0;
+        let mut failed = pair(true, &[(CheckKind::Color, 0.5)]);
+        failed.quality_passed = false;
+        pairs.push(failed);
+        let scores = pair_scores(&pairs, &calibration);
+        assert!((scores[0] - 0.8).abs() < 1e-6, "{scores:?}");
+        assert_eq!(scores[1], 0.0);
+        // An unprobed kind's probe is not part of the critique, so not of its score.
+        calibration.unprobed_kinds.push(CheckKind::Color);
+        assert!((pair_scores(&pairs, &calibration)[0] - 0.6).abs() < 1e-6);
+    }
+
+    #[test]
+    fn verdict_fit_raises_a_margin_the_changed_prompts_pass() {
+        // The own prompts' colour leads are 0.5 and 0.6, the changed
+        // prompts' 0.4 and 0.45: only a margin in (0.45, 0.5] gets all four.
+        let pairs = vec![
+            pair(true, &[(CheckKind::Color, 0.5)]),
+            pair(true, &[(CheckKind::Color, 0.6)]),
+            pair(false, &[(CheckKind::Color, 0.4)]),
+            pair(false, &[(CheckKind::Color, 0.45)]),
+        ];
+        let scores = vec![0.9; pairs.len()];
+        let mut calibration = Calibration::default();
+        calibration.probe_margins.set(CheckKind::Color, 0.1);
+        assert_eq!(
+            verdict_rates(&pairs, &scores, &calibration, 0.8),
+            (1.0, 0.0, 0.5)
+        );
+
+        fit_verdict_margins(&pairs, &scores, &mut calibration, 0.8);
+        let color = calibration.probe_margins.of(CheckKind::Color).unwrap();
+        assert!(color > 0.45 && color <= 0.5, "{color}");
+        assert_eq!(
+            verdict_rates(&pairs, &scores, &calibration, 0.8),
+            (1.0, 1.0, 1.0)
+        );
+        // A kind with no probes among the pairs keeps its margin.
+        assert_eq!(
+            calibration.probe_margins.of(CheckKind::Count),
+            Calibration::default().probe_margins.of(CheckKind::Count)
+        );
+    }
+
+    #[test]
+    fn verdict_fit_leaves_margins_the_score_decides_anyway() {
+        // The changed prompt scores below the threshold, so it is rejected
+        // whatever the margin, and the starting margin already passes the
+        // own prompt: no margin does better, and none is changed.
+        let pairs = vec![
+            pair(true, &[(CheckKind::Relation, 0.3)]),
+            pair(false, &[(CheckKind::Relation, 0.9)]),
+        ];
+        let scores = vec![0.9, 0.5];
+        let mut calibration = Calibration::default();
+        calibration.probe_margins.set(CheckKind::Relation, 0.2);
+        fit_verdict_margins(&pairs, &scores, &mut calibration, 0.8);
+        assert_eq!(calibration.probe_margins.of(CheckKind::Relation), Some(0.2));
+        assert_eq!(
+            verdict_rates(&pairs, &scores, &calibration, 0.8),
+            (1.0, 1.0, 1.0)
+        );
     }
 
     #[test]

@@ -452,3 +452,76 @@ async fn shapes_judge_reads_image_back() {
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.starts_with("correct"), "{stdout}");
 }
+
+/// `redraft shapes calibrate-critic --dry-run` on a copy of the default
+/// critic: it reports the verdict's agreement with the per-probe margins and
+/// with the margins fitted for the verdict, which are at least as good on the
+/// fit scenes, and leaves the calibration file as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calibrate_critic_fits_margins_for_the_verdict() {
+    let critic = tempfile::tempdir().unwrap();
+    let source = repo_root().join("models/shapes-v1/critic");
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, critic.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let calibration_file = critic.path().join("redraft_critic.json");
+    let before = std::fs::read(&calibration_file).unwrap();
+    let report = critic.path().join("report.json");
+    let output = redraft()
+        .args(["shapes", "calibrate-critic", "--dry-run"])
+        .args(["--fit-per-category", "4", "--test-per-category", "2"])
+        .arg("--critic-model")
+        .arg(critic.path())
+        .arg("--json")
+        .arg(&report)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stdout.contains("chosen margins"), "{stdout}");
+    assert!(stdout.contains("dry run"), "{stdout}");
+    assert_eq!(std::fs::read(&calibration_file).unwrap(), before);
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let verdict = &report["verdict"];
+    assert_eq!(verdict["margins"], "verdict");
+    let agreement = |margins: &str| {
+        verdict[margins]["fit"]["agreement"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {margins} agreement in {verdict}"))
+    };
+    assert!(
+        agreement("chosen_margins") >= agreement("per_probe_margins"),
+        "{verdict}"
+    );
+    assert!(agreement("chosen_margins") > 0.5, "{verdict}");
+    for kind in ["presence", "count", "color", "relation"] {
+        let margin = report[kind]["margin"].as_f64().unwrap();
+        assert!((0.0..1.0).contains(&margin), "{kind}: {margin}");
+    }
+}
+
+#[tokio::test]
+async fn calibrate_critic_rejects_a_threshold_out_of_range() {
+    let output = redraft()
+        .args(["shapes", "calibrate-critic", "--dry-run"])
+        .args(["--verdict-threshold", "1.5"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--verdict-threshold 1.5 is invalid; it must be in [0, 1]"),
+        "{stderr}"
+    );
+}
