@@ -201,9 +201,10 @@ pub struct CalibrateCriticArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// What the probe margins are fitted for: each probe kind's own
-    /// balanced accuracy, or the agreement of the whole verdict (all probes
-    /// and the score together) with the oracle, starting from the former.
+    /// Objective of the probe margins: `probe` fits each probe kind for its
+    /// own balanced accuracy. `verdict` starts from those margins and fits
+    /// them for the whole verdict's (all probes and the score together)
+    /// balanced agreement with the oracle.
     #[arg(long, value_enum, default_value_t = MarginFit::Verdict)]
     pub margins: MarginFit,
 
@@ -222,7 +223,7 @@ pub struct CalibrateCriticArgs {
     pub json: Option<PathBuf>,
 }
 
-/// What `redraft shapes calibrate-critic` fits the probe margins for.
+/// Objective of the probe margins in `redraft shapes calibrate-critic`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MarginFit {
     /// Each probe kind's balanced accuracy on its own.
@@ -429,60 +430,8 @@ fn calibrate_critic(args: CalibrateCriticArgs) -> anyhow::Result<()> {
         }
     }
 
-    // The verdict on every fit and held-out pair, with these margins and,
-    // with `--margins verdict`, with margins fitted for the verdict.
-    let threshold = args.verdict_threshold;
-    let fit_scores = pair_scores(&fit.pairs, &calibration);
-    let test_scores = pair_scores(&test.pairs, &calibration);
-    let per_probe = (
-        verdict_rates(&fit.pairs, &fit_scores, &calibration, threshold),
-        verdict_rates(&test.pairs, &test_scores, &calibration, threshold),
-    );
-    if args.margins == MarginFit::Verdict {
-        fit_verdict_margins(&fit.pairs, &fit_scores, &mut calibration, threshold);
-    }
-    let fitted = (
-        verdict_rates(&fit.pairs, &fit_scores, &calibration, threshold),
-        verdict_rates(&test.pairs, &test_scores, &calibration, threshold),
-    );
-    println!(
-        "verdict at score threshold {threshold:.2}, balanced agreement with the oracle \
-         (own prompt accepted, changed prompt rejected):"
-    );
-    for (label, (fit_rates, test_rates)) in
-        [("per-probe margins", per_probe), ("chosen margins", fitted)]
-    {
-        println!(
-            "  {label:<18} fit scenes {} ({} own accepted, {} changed rejected); held out {} ({}, {})",
-            percent(fit_rates.2),
-            percent(fit_rates.0),
-            percent(fit_rates.1),
-            percent(test_rates.2),
-            percent(test_rates.0),
-            percent(test_rates.1)
-        );
-    }
-    let verdict_json = |rates: (f64, f64, f64)| {
-        serde_json::json!({
-            "own_accept_rate": rates.0,
-            "changed_reject_rate": rates.1,
-            "agreement": rates.2,
-        })
-    };
-    report.insert(
-        "verdict".to_string(),
-        serde_json::json!({
-            "margins": match args.margins {
-                MarginFit::Probe => "probe",
-                MarginFit::Verdict => "verdict",
-            },
-            "score_threshold": threshold,
-            "per_probe_margins": { "fit": verdict_json(per_probe.0), "held_out": verdict_json(per_probe.1) },
-            "chosen_margins": { "fit": verdict_json(fitted.0), "held_out": verdict_json(fitted.1) },
-            "fit_pairs": fit.pairs.len(),
-            "held_out_pairs": test.pairs.len(),
-        }),
-    );
+    let verdict = fit_verdict(&args, &fit, &test, &mut calibration);
+    report.insert("verdict".to_string(), verdict);
 
     println!(
         "{:<10} {:>7}  {:>10} {:>10} {:>9}  {:>6} {:>6}",
@@ -572,6 +521,66 @@ fn calibrate_critic(args: CalibrateCriticArgs) -> anyhow::Result<()> {
     }
     println!("took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Measures the verdict on every fit and held-out pair with the margins in
+/// `calibration`, and with `--margins verdict` fits the margins for the
+/// verdict and measures it again. Prints both and returns them as JSON.
+fn fit_verdict(
+    args: &CalibrateCriticArgs,
+    fit: &Measured,
+    test: &Measured,
+    calibration: &mut Calibration,
+) -> serde_json::Value {
+    let threshold = args.verdict_threshold;
+    let fit_scores = pair_scores(&fit.pairs, calibration);
+    let test_scores = pair_scores(&test.pairs, calibration);
+    let per_probe = (
+        verdict_rates(&fit.pairs, &fit_scores, calibration, threshold),
+        verdict_rates(&test.pairs, &test_scores, calibration, threshold),
+    );
+    if args.margins == MarginFit::Verdict {
+        fit_verdict_margins(&fit.pairs, &fit_scores, calibration, threshold);
+    }
+    let fitted = (
+        verdict_rates(&fit.pairs, &fit_scores, calibration, threshold),
+        verdict_rates(&test.pairs, &test_scores, calibration, threshold),
+    );
+    println!(
+        "verdict at score threshold {threshold:.2}, balanced agreement with the oracle \
+         (own prompt accepted, changed prompt rejected):"
+    );
+    for (label, (fit_rates, test_rates)) in
+        [("per-probe margins", per_probe), ("chosen margins", fitted)]
+    {
+        println!(
+            "  {label:<18} fit scenes {} ({} own accepted, {} changed rejected); held out {} ({}, {})",
+            percent(fit_rates.2),
+            percent(fit_rates.0),
+            percent(fit_rates.1),
+            percent(test_rates.2),
+            percent(test_rates.0),
+            percent(test_rates.1)
+        );
+    }
+    let verdict_json = |rates: (f64, f64, f64)| {
+        serde_json::json!({
+            "own_accept_rate": rates.0,
+            "changed_reject_rate": rates.1,
+            "agreement": rates.2,
+        })
+    };
+    serde_json::json!({
+            "margins": match args.margins {
+                MarginFit::Probe => "probe",
+                MarginFit::Verdict => "verdict",
+            },
+            "score_threshold": threshold,
+            "per_probe_margins": { "fit": verdict_json(per_probe.0), "held_out": verdict_json(per_probe.1) },
+            "chosen_margins": { "fit": verdict_json(fitted.0), "held_out": verdict_json(fitted.1) },
+            "fit_pairs": fit.pairs.len(),
+            "held_out_pairs": test.pairs.len(),
+    })
 }
 
 /// Renders `per_category` scenes of every category and measures the probe
@@ -740,8 +749,9 @@ fn rates(passing: &[f32], failing: &[f32], threshold: f32) -> (f64, f64, f64) {
     (pass, fail, (pass + fail) / 2.0)
 }
 
-/// Rounds of [`fit_verdict_margins`] at most. A chosen value: each round
-/// revisits every kind, and the fits measured settle in two or three.
+/// Rounds of [`fit_verdict_margins`] at most. A chosen bound: each round
+/// revisits every kind, and the fit stops earlier once a round changes no
+/// margin.
 const MAX_FIT_ROUNDS: usize = 8;
 
 /// Returns each pair's overall score as the critic computes it with
@@ -822,9 +832,9 @@ fn verdict_rates(
 
 /// Fits the margins of the probed kinds in `calibration` for the verdict's
 /// balanced agreement on `pairs`, by coordinate ascent from its current
-/// margins: each round tries every lead of each kind in turn as that
-/// kind's margin (clamped to [0, `MAX_MARGIN`]) and keeps a new margin only
-/// when it raises the agreement. A probe kind's margin alone can pass a
+/// margins. Each round tries every lead of each kind in turn as that kind's
+/// margin (clamped to [0, `MAX_MARGIN`]). It keeps a new margin only when
+/// it raises the agreement. A probe kind's margin alone can pass a
 /// right part that the score or another probe rejects anyway, so margins
 /// fitted one kind at a time need not make the best verdict together.
 fn fit_verdict_margins(
@@ -940,7 +950,7 @@ mod tests {
     }
 
     #[test]
-    fn verdict_fit_raises_a_margin_the_changed_prompts_pass() {
+    fn verdict_fit_raises_colour_margin() {
         // The own prompts' colour leads are 0.5 and 0.6, the changed
         // prompts' 0.4 and 0.45: only a margin in (0.45, 0.5] gets all four.
         let pairs = vec![
@@ -959,7 +969,8 @@ mod tests {
 
         fit_verdict_margins(&pairs, &scores, &mut calibration, 0.8);
         let color = calibration.probe_margins.of(CheckKind::Color).unwrap();
-        assert!(color > 0.45 && color <= 0.5, "{color}");
+        assert!(color > 0.45, "{color}");
+        assert!(color <= 0.5, "{color}");
         assert_eq!(
             verdict_rates(&pairs, &scores, &calibration, 0.8),
             (1.0, 1.0, 1.0)
@@ -972,7 +983,7 @@ mod tests {
     }
 
     #[test]
-    fn verdict_fit_leaves_margins_the_score_decides_anyway() {
+    fn verdict_fit_keeps_unneeded_margin() {
         // The changed prompt scores below the threshold, so it is rejected
         // whatever the margin, and the starting margin already passes the
         // own prompt: no margin does better, and none is changed.

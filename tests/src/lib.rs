@@ -209,3 +209,26 @@ pub fn repo_root() -> PathBuf {
         .expect("the tests crate is inside the repository")
         .to_path_buf()
 }
+
+/// Returns the standard output of a finished command, after asserting that
+/// it succeeded; a failure shows both output streams.
+pub fn success_stdout(output: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    stdout
+}
+
+/// Returns the standard error of a finished command, after asserting that
+/// it failed.
+pub fn failure_stderr(output: &std::process::Output) -> String {
+    assert!(
+        !output.status.success(),
+        "the command succeeded; stdout: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

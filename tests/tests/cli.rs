@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use redraft_tests::{repo_root, tiny_models};
+use redraft_tests::{failure_stderr, repo_root, success_stdout, tiny_models};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -46,12 +46,7 @@ async fn generate_writes_final_and_report() {
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "stdout: {stdout}\nstderr: {stderr}"
-    );
+    let stdout = success_stdout(&output);
     assert!(stdout.contains("final image:"), "{stdout}");
 
     let final_image = image::open(out.path().join("final.png")).unwrap();
@@ -196,8 +191,7 @@ async fn up_fails_when_child_dies() {
         .await
         .unwrap()
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = failure_stderr(&output);
     assert!(stderr.contains("critic-1 exited unexpectedly"), "{stderr}");
     for (name, pid) in &up.pids {
         assert!(
@@ -290,8 +284,7 @@ async fn missing_model_folder_named() {
         .output()
         .await
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = failure_stderr(&output);
     assert!(
         stderr.contains("--generator-model /nonexistent/generator: folder not found"),
         "{stderr}"
@@ -349,8 +342,7 @@ async fn critique_rejects_non_png() {
         .output()
         .await
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = failure_stderr(&output);
     assert!(stderr.contains("not a decodable PNG"), "{stderr}");
 }
 
@@ -400,8 +392,7 @@ async fn generate_rejects_file_as_out() {
         .output()
         .await
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = failure_stderr(&output);
     assert!(stderr.contains("exists and is not a folder"), "{stderr}");
 }
 
@@ -415,8 +406,7 @@ async fn up_rejects_taken_port() {
         .output()
         .await
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = failure_stderr(&output);
     assert!(
         stderr.contains(&format!("--listen {address} is not available")),
         "{stderr}"
@@ -480,12 +470,7 @@ async fn calibrate_critic_fits_margins_for_the_verdict() {
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "stdout: {stdout}\nstderr: {stderr}"
-    );
+    let stdout = success_stdout(&output);
     assert!(stdout.contains("chosen margins"), "{stdout}");
     assert!(stdout.contains("dry run"), "{stdout}");
     assert_eq!(std::fs::read(&calibration_file).unwrap(), before);
@@ -518,8 +503,7 @@ async fn calibrate_critic_rejects_a_threshold_out_of_range() {
         .output()
         .await
         .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = failure_stderr(&output);
     assert!(
         stderr.contains("--verdict-threshold 1.5 is invalid; it must be in [0, 1]"),
         "{stderr}"

@@ -2,7 +2,7 @@
 //! small fixed-seed evaluation in which the adaptive strategy must beat
 //! single-shot generation.
 
-use redraft_tests::repo_root;
+use redraft_tests::{repo_root, success_stdout};
 use tokio::process::Command;
 
 const EXE: &str = env!("CARGO_BIN_EXE_redraft-under-test");
@@ -34,12 +34,7 @@ async fn adaptive_beats_single_shot() {
         .output()
         .await
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "stdout: {stdout}\nstderr: {stderr}"
-    );
+    let stdout = success_stdout(&output);
     assert!(stdout.contains("overall"), "{stdout}");
 
     let report: serde_json::Value =
