@@ -70,7 +70,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", required=True, type=Path,
                         help="folder written by `redraft shapes eval --images`")
-    parser.add_argument("--critic-model", help="critic model folder (default: redraft's)")
+    parser.add_argument("--critic-model", help="critic model folder (default: the one `redraft critique` loads)")
     parser.add_argument("--redraft", default="target/release/redraft",
                         help="redraft binary (default: %(default)s)")
     parser.add_argument("--threshold", type=float, default=0.8,
